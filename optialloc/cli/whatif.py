@@ -1,0 +1,10 @@
+"""`optialloc whatif`: placeholder until its issue lands (NOT BUILT YET)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("whatif", help="(not built yet)")
+    parser.set_defaults(func=lambda args: 2)
