@@ -19,7 +19,7 @@ from optialloc import __version__
 from optialloc.errors import ExitCode, OptiallocError
 
 #: Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS = ("plan", "schedule", "queue", "nodes", "serve", "whatif")
+SUBCOMMANDS = ("plan", "schedule", "queue", "nodes", "serve", "whatif", "demo")
 
 EPILOG = """\
 examples:

@@ -1,10 +1,52 @@
-"""`optialloc serve`: placeholder until its issue lands (NOT BUILT YET)."""
+"""`optialloc serve`: run the lab's one dispatcher (see `optialloc.serve`)."""
 
 from __future__ import annotations
 
 import argparse
 
+from optialloc.config import load_config, with_overrides
+from optialloc.serve import serve
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("serve", help="(not built yet)")
-    parser.set_defaults(func=lambda args: 2)
+DESCRIPTION = """\
+Serve the lab: every tick, snapshot the queue, the nodes and the running jobs,
+solve with the configured policy, validate the plan, lock nodes and launch
+jobs; watch running jobs (time limits, progress) and release their nodes when
+they end. Only one serve per state_dir. SIGTERM stops launching and exits,
+leaving running jobs running (the next serve adopts them); SIGHUP reloads the
+policy. Log: one line per decision and a summary per tick (stderr).
+"""
+
+
+def handler(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    overrides: dict[str, object] = {}
+    if args.tick_seconds is not None:
+        overrides["tick_seconds"] = args.tick_seconds
+    if args.state_dir is not None:
+        overrides["state_dir"] = args.state_dir
+    if overrides:
+        config = with_overrides(config, **overrides)
+    return serve(config, exit_on_empty_queue=args.exit_on_empty_queue)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the lab's dispatcher",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--exit-on-empty-queue",
+        action="store_true",
+        help="exit once nothing is queued or running (teuthology's flag)",
+    )
+    parser.add_argument(
+        "--tick-seconds",
+        type=float,
+        metavar="S",
+        help="seconds between ticks (config: tick_seconds; default 10 s)",
+    )
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (config: state_dir)")
+    # decisions are INFO lines: show them unless -q style logging is configured
+    parser.set_defaults(func=handler, default_verbosity=1)

@@ -1,0 +1,1 @@
+"""Adapters: the ports of `optialloc.ports` over real backends (beanstalkd, SQLite, paddles)."""

@@ -1,0 +1,68 @@
+"""Factories: the inventory and the reporter a `Config` asks for.
+
+`open_inventory(config)`: paddles when `lock_server` is set, else the
+embedded SQLite inventory at `<state_dir>/inventory.sqlite`, which on first
+use (no nodes yet) imports `config.lab`, or the bundled demo lab.
+`open_reporter(config)`: paddles' runs/jobs API when `results_server` is
+set, else a reporter that only logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from optialloc.adapters.embedded_inventory import EmbeddedInventory
+from optialloc.adapters.paddles_client import PaddlesClient
+from optialloc.adapters.paddles_inventory import PaddlesInventory
+from optialloc.adapters.paddles_reporter import REPORT_TIMEOUT_S, NullReporter, PaddlesReporter
+from optialloc.config import Config
+from optialloc.lab import load_lab_file
+
+log = logging.getLogger(__name__)
+
+DEMO_LAB = "fixtures/labs/demo.yaml"
+INVENTORY_FILE = "inventory.sqlite"
+
+
+def inventory_path(config: Config) -> str:
+    return os.path.join(config.state_dir, INVENTORY_FILE)
+
+
+def open_embedded(config: Config, *, seed: bool = True) -> EmbeddedInventory:
+    """The embedded inventory; with `seed`, an empty one imports the configured (or demo) lab."""
+    inventory = EmbeddedInventory(inventory_path(config), config.locked_by)
+    if seed and inventory.is_empty():
+        lab_path = config.resolve_path(config.lab or DEMO_LAB)
+        lab = load_lab_file(lab_path)
+        result = inventory.import_nodes(lab.nodes)
+        log.info(
+            "new inventory %s: imported %d node(s) from lab %s (%s)",
+            inventory.path,
+            len(result.added),
+            lab.name,
+            lab_path,
+        )
+    return inventory
+
+
+def open_inventory(config: Config) -> EmbeddedInventory | PaddlesInventory:
+    """The inventory `config` selects (see the module docstring)."""
+    if config.lock_server:
+        client = PaddlesClient(config.lock_server, setting="lock_server")
+        return PaddlesInventory(client, config.locked_by, lock_many=config.lock_many)
+    return open_embedded(config)
+
+
+def open_reporter(config: Config) -> NullReporter | PaddlesReporter:
+    """The reporter `config` selects (see the module docstring)."""
+    if config.results_server:
+        client = PaddlesClient(
+            config.results_server,
+            setting="results_server",
+            timeout=REPORT_TIMEOUT_S,
+            attempts=2,
+            backoff_s=0.2,
+        )
+        return PaddlesReporter(client)
+    return NullReporter()

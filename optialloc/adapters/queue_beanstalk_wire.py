@@ -1,0 +1,129 @@
+"""Pipelined beanstalkd protocol for moving many jobs at once (reserve, stats-job, delete).
+
+beanstalkc3 sends one command and waits for its answer; moving 20,000 jobs
+that way costs 60,000 round trips. This client writes a batch of commands
+and then reads the batch of answers on one socket, which beanstalkd allows.
+It is used only by the ingest of `beanstalk_queue`; everything else goes
+through beanstalkc3. Reservations belong to this socket: closing it (or the
+process dying) returns every job it reserved to the ready queue.
+
+Network failures raise `OSError` (including `ConnectionError` on EOF); an
+unexpected answer raises `WireError`.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+
+class WireError(Exception):
+    """beanstalkd answered something this client does not expect."""
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A job reserved on this connection."""
+
+    jid: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """The parts of `stats-job` the ingest needs."""
+
+    tube: str
+    priority: int
+    age_s: int
+    ttr: int
+
+
+class Wire:
+    """One raw beanstalkd connection with pipelined batches."""
+
+    def __init__(self, host: str, port: int, timeout_s: float = 10.0) -> None:
+        self._sock = socket.create_connection((host, port), timeout=timeout_s)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._file: Any = self._sock.makefile("rb", buffering=1 << 16)
+        self.watching: set[str] = {"default"}
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            self._sock.close()
+
+    def _line(self) -> bytes:
+        line = self._file.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("beanstalkd closed the connection")
+        return line[:-2]
+
+    def _data(self, size: int) -> bytes:
+        data = self._file.read(size + 2)
+        if len(data) != size + 2:
+            raise ConnectionError("beanstalkd closed the connection mid-answer")
+        return data[:-2]
+
+    def _send(self, commands: list[bytes]) -> None:
+        self._sock.sendall(b"".join(commands))
+
+    def watch_only(self, tubes: set[str]) -> None:
+        """Watch exactly `tubes` (beanstalkd cannot ignore its last watched tube: watch first)."""
+        add = sorted(tubes - self.watching)
+        drop = sorted(self.watching - tubes)
+        commands = [b"watch %s\r\n" % t.encode() for t in add] + [
+            b"ignore %s\r\n" % t.encode() for t in drop
+        ]
+        self._send(commands)
+        for command in commands:
+            answer = self._line()
+            if not answer.startswith(b"WATCHING"):
+                raise WireError(f"{command.strip().decode()}: {answer.decode(errors='replace')}")
+        self.watching = set(tubes)
+
+    def reserve_batch(self, limit: int) -> list[Reserved]:
+        """Reserve up to `limit` ready jobs of the watched tubes, most urgent first, no waiting."""
+        self._send([b"reserve-with-timeout 0\r\n"] * limit)
+        jobs: list[Reserved] = []
+        for _ in range(limit):
+            answer = self._line()
+            if answer.startswith(b"RESERVED "):
+                _, jid, size = answer.split()
+                jobs.append(Reserved(int(jid), self._data(int(size))))
+            elif answer not in (b"TIMED_OUT", b"DEADLINE_SOON"):
+                raise WireError(f"reserve-with-timeout: {answer.decode(errors='replace')}")
+        return jobs
+
+    def stats_jobs(self, jids: list[int]) -> dict[int, JobInfo]:
+        """`stats-job` for each id; ids beanstalkd no longer knows are left out."""
+        self._send([b"stats-job %d\r\n" % jid for jid in jids])
+        infos: dict[int, JobInfo] = {}
+        for jid in jids:
+            answer = self._line()
+            if answer == b"NOT_FOUND":
+                continue
+            if not answer.startswith(b"OK "):
+                raise WireError(f"stats-job {jid}: {answer.decode(errors='replace')}")
+            fields: dict[str, str] = {}
+            for line in self._data(int(answer.split()[1])).decode().splitlines():
+                key, sep, value = line.partition(": ")
+                if sep:
+                    fields[key.strip()] = value.strip()
+            infos[jid] = JobInfo(
+                tube=fields["tube"].strip("'\""),
+                priority=int(fields["pri"]),
+                age_s=int(fields["age"]),
+                ttr=int(fields["ttr"]),
+            )
+        return infos
+
+    def delete_many(self, jids: list[int]) -> None:
+        """Delete jobs reserved here; ids already gone are fine."""
+        self._send([b"delete %d\r\n" % jid for jid in jids])
+        for jid in jids:
+            answer = self._line()
+            if answer not in (b"DELETED", b"NOT_FOUND"):
+                raise WireError(f"delete {jid}: {answer.decode(errors='replace')}")

@@ -1,0 +1,33 @@
+"""Pick the job-queue adapter the configuration asks for."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from optialloc.adapters.beanstalk_queue import BeanstalkQueue
+from optialloc.adapters.embedded_queue import EmbeddedQueue
+from optialloc.config import Config
+from optialloc.ports import JobQueue
+
+
+def store_path(config: Config) -> str:
+    """The SQLite store: `<state_dir>/queue.sqlite` (embedded) or one file per beanstalkd."""
+    if config.queue_backend == "beanstalk":
+        # One store per beanstalkd: its job ids mean nothing to another server.
+        address = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{config.queue_host}_{config.queue_port}")
+        return os.path.join(config.state_dir, f"queue-beanstalk-{address}.sqlite")
+    return os.path.join(config.state_dir, "queue.sqlite")
+
+
+def open_queue(config: Config, *, retry_s: float = 5.0) -> JobQueue:
+    """The configured queue: beanstalkd (`queue_backend: beanstalk`) or the embedded store.
+
+    `retry_s` bounds how long a beanstalkd outage is retried before
+    `BackendUnavailable` is raised.
+    """
+    if config.queue_backend == "beanstalk":
+        return BeanstalkQueue(
+            store_path(config), config.queue_host, config.queue_port, config.tubes, retry_s=retry_s
+        )
+    return EmbeddedQueue(store_path(config))

@@ -1,0 +1,262 @@
+"""Committing one Start, and settling a finished attempt, crash-safely.
+
+The order for one job (each journal write committed before the next side
+effect; see docs/reliability.md for why it gives exactly-once):
+
+    journal intent -> queue.claim -> inventory.lock -> journal locked
+    -> runner.prepare (retire an earlier attempt's files) -> journal launching
+    -> runner.launch -> journal running(pid)
+
+The queue entry stays `claimed` while the job runs and is deleted (or
+buried, with the reason) when the attempt is settled, so a job killed by the
+monitor is buried under its own id. Settling a terminal row = release or mark
+down the nodes, delete/bury/release the queue entry, report, mark settled.
+Every settle step is idempotent; a backend that is down leaves the row
+unsettled and the next tick tries again.
+
+Crash points for the tests: `OPTIALLOC_CRASH_AT=<step>[:<n>]` kills the
+process with SIGKILL the n-th time (default first) it passes `<step>`, one of
+`STEPS`. Never set it in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from optialloc.domain import Job, Node
+from optialloc.errors import BackendUnavailable, Conflict, OptiallocError
+from optialloc.journal import DispatchRow
+from optialloc.ports import LaunchHandle
+
+if TYPE_CHECKING:
+    from optialloc.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "OPTIALLOC_CRASH_AT"
+STEPS = ("intent", "claim", "lock", "launching", "launch", "running", "finish", "unlock", "settle")
+
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(step: str) -> None:
+    """Die here (SIGKILL) if `OPTIALLOC_CRASH_AT` names this step (tests only)."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name != step:
+        return
+    _crash_counts[step] = _crash_counts.get(step, 0) + 1
+    if _crash_counts[step] >= int(nth or 1):
+        log.warning("crash point %s reached: killing the dispatcher (%s=%s)", step, CRASH_ENV, spec)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def archive_path_for(archive_base: str, job: Job) -> str:
+    """`<archive_base>/<run>/<job_id>`, teuthology's layout."""
+    return os.path.join(archive_base, job.run or "unnamed-run", job.job_id)
+
+
+def commit_start(d: Dispatcher, job: Job, nodes: Sequence[Node], tick: int) -> tuple[bool, str]:
+    """Claim, lock and launch one job. Returns (True, the nodes it got) or (False, why not).
+
+    A failure here concerns this job only: its nodes are released, the reason
+    recorded, and the caller goes on with the next Start.
+    """
+    names = [node.name for node in nodes]
+    archive_path = archive_path_for(d.settings.archive_base, job)
+    now = d.clock.now()
+    row_id = d.journal.intent(job, names, archive_path, tick, now)
+    crash_point("intent")
+    try:
+        claimed = d.queue.claim(job.job_id)
+    except BackendUnavailable as exc:
+        d.backend_down = True
+        _fail(d, row_id, f"queue unavailable: {exc}", node_action="none", disposition="release")
+        return False, f"queue unavailable: {exc}"
+    if not claimed:
+        # Someone else has it (or it was deleted): nothing of ours to undo.
+        _fail(
+            d,
+            row_id,
+            "claim refused: job no longer pending",
+            node_action="none",
+            disposition="none",
+            settle=True,
+        )
+        return False, "claim refused: job no longer pending"
+    crash_point("claim")
+    try:
+        locked = d.inventory.lock(names, archive_path)
+    except OptiallocError as exc:
+        # unlock too: a lock call that timed out may have succeeded on the server
+        reason = f"lock refused for {','.join(names)}: {exc}"
+        d.backend_down = d.backend_down or isinstance(exc, BackendUnavailable)
+        _fail(d, row_id, reason, node_action="unlock", disposition="release")
+        return False, reason
+    crash_point("lock")
+    got = [node.name for node in locked]
+    if got and sorted(got) != sorted(names):
+        # lock_many (count mode) picks its own nodes: record and use those. A
+        # crash before this write is covered by reconcile's sweep of locks
+        # whose description (the archive path) has no open journal row.
+        names, nodes = got, list(locked)
+        d.journal.advance(row_id, "locked", d.clock.now(), nodes=names)
+    else:
+        d.journal.advance(row_id, "locked", d.clock.now())
+    prepare = getattr(d.runner, "prepare", None)
+    if prepare is not None:
+        try:
+            prepare(archive_path)
+        except OptiallocError as exc:
+            reason = f"launch failed: {exc}"
+            _fail(d, row_id, reason, node_action="unlock", disposition="bury")
+            return False, reason
+    deadline = d.clock.now() + timedelta(seconds=d.settings.launch_timeout_s)
+    d.journal.advance(row_id, "launching", d.clock.now(), launch_deadline=deadline)
+    crash_point("launching")
+    try:
+        handle = d.runner.launch(job, nodes, archive_path)
+    except OptiallocError as exc:
+        # A runner that cannot start the job would fail again: bury, don't retry.
+        reason = f"launch failed: {exc}"
+        _fail(d, row_id, reason, node_action="unlock", disposition="bury")
+        return False, reason
+    crash_point("launch")
+    d.journal.advance(
+        row_id,
+        "running",
+        d.clock.now(),
+        pid=handle.pid,
+        pgid=handle.pgid,
+        started_at=handle.started_at,
+    )
+    crash_point("running")
+    d.track(row_id, handle)
+    ssh_user = getattr(d.runner, "ssh_user", "ubuntu")
+    d.report(
+        job,
+        "running",
+        targets={f"{ssh_user}@{node.name}": node.ssh_pub_key for node in nodes},
+        archive_path=archive_path,
+        pid=handle.pid,
+        started=handle.started_at.isoformat(),
+    )
+    return True, ",".join(names)
+
+
+def _fail(
+    d: Dispatcher,
+    row_id: int,
+    reason: str,
+    *,
+    node_action: str,
+    disposition: str,
+    settle: bool = False,
+) -> None:
+    now = d.clock.now()
+    d.journal.advance(
+        row_id,
+        "failed",
+        now,
+        reason=reason,
+        node_action=node_action,
+        disposition=disposition,
+        settled=1 if settle else 0,
+    )
+    if not settle:
+        row = d.journal.get(row_id)
+        if row is not None:
+            settle_row(d, row)
+
+
+def finish(
+    d: Dispatcher, row_id: int, handle: LaunchHandle, status: int, kill_reason: str | None
+) -> str:
+    """Record the end of a running attempt and settle it; returns the outcome line."""
+    row = d.journal.get(row_id)
+    if row is None:  # pragma: no cover - rows are never deleted
+        return "unknown row"
+    failed = status != 0
+    down = failed and d.settings.mark_down_on_failure
+    node_action = "down" if down else "unlock"
+    now = d.clock.now()
+    if kill_reason is not None:
+        state, disposition, reason = "killed", "bury", f"killed by the monitor: {kill_reason}"
+    elif status in (126, 127):
+        # The shell could not run the command: burying beats failing every retry.
+        state, disposition = "failed", "bury"
+        reason = (
+            f"runner command could not be run (exit {status}): {_last_line(handle.archive_path)}"
+        )
+    else:
+        state, disposition, reason = "done", "delete", None
+    d.journal.advance(
+        row_id,
+        state,
+        now,
+        exit_status=status,
+        reason=reason,
+        node_action=node_action,
+        disposition=disposition,
+    )
+    crash_point("finish")
+    row = d.journal.get(row_id)
+    if row is not None:
+        settle_row(d, row)
+    return reason or f"exit {status}"
+
+
+def _last_line(archive_path: str) -> str:
+    for name in ("output.log", "supervisor.log"):
+        try:
+            with open(os.path.join(archive_path, name), "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - 400))
+                lines = handle.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            continue
+        if lines:
+            return lines[-1]
+    return "no output"
+
+
+def settle_row(d: Dispatcher, row: DispatchRow) -> bool:
+    """Do what a terminal row still owes the lock server and the queue. True once settled."""
+    try:
+        if row.node_action in ("unlock", "down") and row.nodes:
+            if row.node_action == "down":
+                d.inventory.set_up(list(row.nodes), False)
+            try:
+                d.inventory.unlock(list(row.nodes), row.archive_path)
+            except Conflict as exc:
+                log.info(
+                    "job %s: nodes %s not ours to unlock (%s)", row.job_id, ",".join(row.nodes), exc
+                )
+        crash_point("unlock")
+        if row.disposition == "delete":
+            d.queue.delete(row.job_id)
+        elif row.disposition == "bury":
+            d.queue.bury(row.job_id, row.reason or "failed")
+        elif row.disposition == "release":
+            d.queue.release(row.job_id)
+    except BackendUnavailable as exc:
+        log.warning("job %s: cannot settle yet (%s); retrying next tick", row.job_id, exc)
+        return False
+    crash_point("settle")
+    d.journal.settle(row.id, d.clock.now())
+    if row.state == "killed":
+        d.report(row.job, "dead", failure_reason=row.reason or "killed")
+    elif row.state == "done":
+        d.report(row.job, "pass" if row.exit_status == 0 else "fail", exit_status=row.exit_status)
+    elif row.state == "failed" and row.disposition == "bury":
+        d.report(row.job, "dead", failure_reason=row.reason or "failed")
+    return True

@@ -1,0 +1,390 @@
+"""The dispatcher: one tick = watch running jobs, snapshot, solve, validate, commit.
+
+All I/O goes through the ports (`JobQueue`, `Inventory`, `Runner`, `Clock`,
+`Reporter`) and the `Journal`, so `serve` and the what-if simulator run this
+same class. `reconcile()` must run before the first tick (`tick()` runs it if
+it was not); see `optialloc.reconcile`, `optialloc.commit` and
+docs/reliability.md for the crash-safety argument.
+
+One tick:
+1. settle terminal journal rows a backend outage left unsettled;
+2. poll every running job: an ended one is recorded and its nodes released
+   (or marked down); one past its time limit or silent past
+   `progress_timeout` is killed (process group, SIGTERM then SIGKILL), and
+   buried with the reason when it has ended;
+3. snapshot queue, nodes and running jobs; solve with `policy`; validate the
+   Plan (a Plan with violations is refused: nothing starts this tick);
+4. commit each Start (claim, lock, launch); one job's failure never stops
+   the others.
+Every decision is logged; waiting reasons only when they change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from optialloc.commit import commit_start, finish, settle_row
+from optialloc.domain import Job, Node, Plan, RunningJob, Snapshot
+from optialloc.errors import BackendUnavailable
+from optialloc.journal import Journal
+from optialloc.monitor import lease_lost, time_limit
+from optialloc.policy import Policy
+from optialloc.ports import Clock, Inventory, JobQueue, LaunchHandle, Reporter, Runner
+from optialloc.reconcile import reconcile
+from optialloc.snapshotter import take_snapshot
+from optialloc.usage import HISTORY_S, UsageMeter
+
+log = logging.getLogger(__name__)
+
+SolveFn = Callable[[Snapshot, Policy], Plan]
+ValidateFn = Callable[[Snapshot, Policy, Plan], list[str]]
+#: At most this many waiting-reason changes are logged one by one per tick.
+MAX_REASON_LINES = 20
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """The dispatcher's knobs (from the config in `serve`, from the scenario in what-if)."""
+
+    max_job_time: int = 259200  # seconds (teuthology's default)
+    progress_timeout: int | None = None  # seconds without log growth before a kill
+    kill_grace_seconds: float = 30.0  # SIGTERM -> SIGKILL
+    mark_down_on_failure: bool = False
+    archive_base: str = "/tmp/optialloc-archive"
+    validate: bool = True
+    launch_timeout_s: float = 10.0  # how long a launch may take before it is presumed dead
+    report_results: bool = True  # False for teuthology: the supervisor reports pass/fail
+    positions_every_s: float = 5.0  # how stale the stored queue positions may get (big queues)
+
+
+@dataclass
+class TickReport:
+    """What one tick did. Times: `solver_s` from the Plan, `tick_s` wall-clock seconds."""
+
+    tick: int
+    taken_at: datetime
+    plan: Plan | None = None
+    started: list[str] = field(default_factory=list)
+    finished: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    killing: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    solver_s: float = 0.0
+    tick_s: float = 0.0
+    pending: int = 0
+    running: int = 0
+    error: str | None = None  # a backend was unreachable: nothing was scheduled
+
+
+@dataclass
+class _Tracked:
+    handle: LaunchHandle
+    job: Job
+    nodes: tuple[str, ...]
+    kill_reason: str | None = None
+    kill_sent_at: datetime | None = None
+
+
+def _default_solve(snapshot: Snapshot, policy: Policy) -> Plan:
+    from optialloc.solver import solve
+
+    return solve(snapshot, policy)
+
+
+def _default_validate(snapshot: Snapshot, policy: Policy, plan: Plan) -> list[str]:
+    from optialloc.validator import validate_plan
+
+    return list(validate_plan(snapshot, policy, plan))
+
+
+class Dispatcher:
+    """See the module docstring. `policy` may be replaced between ticks (SIGHUP reload)."""
+
+    def __init__(
+        self,
+        *,
+        queue: JobQueue,
+        inventory: Inventory,
+        runner: Runner,
+        clock: Clock,
+        policy: Policy,
+        journal: Journal,
+        reporter: Reporter | None = None,
+        settings: DispatcherSettings | None = None,
+        solve: SolveFn | None = None,
+        validate: ValidateFn | None = None,
+    ) -> None:
+        self.queue = queue
+        self.inventory = inventory
+        self.runner = runner
+        self.clock = clock
+        self.policy = policy
+        self.journal = journal
+        self.reporter = reporter
+        self.settings = settings or DispatcherSettings()
+        self._solve = solve or _default_solve
+        self._validate = validate or _default_validate
+        self._running: dict[int, _Tracked] = {}
+        self._reasons: dict[str, str] = {}
+        self._positions_at: datetime | None = None
+        self.usage = UsageMeter()  # decayed node-seconds per owner, for fair-share policies
+        self._reconciled = False
+        self.launching = True  # False after SIGTERM: watch running jobs, start nothing
+        self.backend_down = False  # set by a commit that found the queue or lock server down
+        self.last_tick = 0
+
+    # -- helpers used by commit / reconcile -------------------------------
+    def track(self, row_id: int, handle: LaunchHandle) -> None:
+        row = self.journal.get(row_id)
+        if row is not None:
+            self._running[row_id] = _Tracked(handle, row.job, row.nodes)
+
+    def tracked_rows(self) -> set[int]:
+        return set(self._running)
+
+    def handles(self) -> list[LaunchHandle]:
+        """Handles of the running jobs this dispatcher watches."""
+        return [t.handle for t in self._running.values()]
+
+    def running_jobs(self) -> list[RunningJob]:
+        return [RunningJob(t.job, t.nodes, t.handle.started_at) for t in self._running.values()]
+
+    def report(self, job: Job, status: str, **fields: object) -> None:
+        if self.reporter is None:
+            return
+        if status in ("pass", "fail") and not self.settings.report_results:
+            return
+        try:
+            self.reporter.report(job, status, **fields)
+        except Exception as exc:  # the contract says never raises; a bug there must not stop us
+            log.warning("reporter failed for job %s (%s): %s", job.job_id, status, exc)
+
+    # -- the tick --------------------------------------------------------
+    def reconcile(self) -> list[str]:
+        """Start-up repair (see `optialloc.reconcile`); returns what was repaired."""
+        repairs = reconcile(self)
+        since = self.clock.now() - timedelta(seconds=HISTORY_S)
+        self.usage.load(self.journal.finished_since(since))
+        self._reconciled = True
+        return repairs
+
+    def tick(self) -> TickReport:
+        """One scheduling round (see the module docstring)."""
+        started_wall = time.perf_counter()
+        if not self._reconciled:
+            self.reconcile()
+        tick = self.journal.next_tick()
+        self.last_tick = tick
+        report = TickReport(tick=tick, taken_at=self.clock.now())
+        for row in self.journal.unsettled_ended():
+            if settle_row(self, row):
+                log.info("tick %d: job %s settled after a backend outage", tick, row.job_id)
+        self._watch(tick, report)
+        try:
+            running = self.running_jobs()
+            usage = self.usage.at(self.clock.now(), running)
+            snapshot = take_snapshot(self.queue, self.inventory, running, self.clock, usage=usage)
+            report.pending = len(snapshot.queue)
+            if self.launching and snapshot.queue:
+                self._plan_and_commit(tick, snapshot, report)
+        except BackendUnavailable as exc:
+            # Nothing is lost: running jobs were watched above; no new starts this tick.
+            report.error = str(exc)
+            log.warning("tick %d: no scheduling this tick: %s", tick, exc)
+        report.running = len(self._running)
+        report.tick_s = time.perf_counter() - started_wall
+        status = report.plan.solver.status if report.plan else "-"
+        log.info(
+            "tick %d: %d started, %d finished, %d failed, %d waiting, %d running; "
+            "solver %s %.0f ms; tick %.0f ms",
+            tick,
+            len(report.started),
+            len(report.finished),
+            len(report.failed),
+            report.pending - len(report.started),
+            report.running,
+            status,
+            report.solver_s * 1000,
+            report.tick_s * 1000,
+        )
+        return report
+
+    def _watch(self, tick: int, report: TickReport) -> None:
+        now = self.clock.now()
+        for row_id, tracked in list(self._running.items()):
+            handle = tracked.handle
+            status = self.runner.poll(handle)
+            if status is not None:
+                del self._running[row_id]
+                ran_s = max(0.0, (now - handle.started_at).total_seconds())
+                self.usage.add(tracked.job.owner, ran_s * len(tracked.nodes), now)
+                outcome = finish(self, row_id, handle, status, tracked.kill_reason)
+                if tracked.kill_reason is not None or status in (126, 127):
+                    report.failed.append((handle.job_id, outcome))
+                    log.warning("tick %d: job %s buried: %s", tick, handle.job_id, outcome)
+                else:
+                    report.finished.append((handle.job_id, status))
+                    log.info(
+                        "tick %d: job %s finished (exit %d) on %s; nodes released",
+                        tick,
+                        handle.job_id,
+                        status,
+                        ",".join(tracked.nodes),
+                    )
+                continue
+            limit = time_limit(tracked.job, self.settings.max_job_time, self.policy)
+            progress = self.runner.progress_at(handle) if self.settings.progress_timeout else None
+            reason = lease_lost(
+                now,
+                handle.started_at,
+                limit,
+                progress_at=progress,
+                progress_timeout_s=self.settings.progress_timeout,
+            )
+            if reason is None and tracked.kill_reason is None:
+                continue
+            resend = (
+                tracked.kill_sent_at is not None
+                and (now - tracked.kill_sent_at).total_seconds()
+                > 2 * self.settings.kill_grace_seconds + 5
+            )
+            if tracked.kill_reason is None or resend:
+                tracked.kill_reason = tracked.kill_reason or reason
+                tracked.kill_sent_at = now
+                self.runner.kill(handle, self.settings.kill_grace_seconds)
+                report.killing.append((handle.job_id, tracked.kill_reason or ""))
+                log.warning(
+                    "tick %d: killing job %s (pid %d): %s",
+                    tick,
+                    handle.job_id,
+                    handle.pid,
+                    tracked.kill_reason,
+                )
+
+    def _plan_and_commit(self, tick: int, snapshot: Snapshot, report: TickReport) -> None:
+        plan = self._solve(snapshot, self.policy)
+        report.plan = plan
+        report.solver_s = plan.solver.wall_s
+        if self.settings.validate:
+            violations = self._validate(snapshot, self.policy, plan)
+            if violations:
+                report.rejected = violations
+                log.error(
+                    "tick %d: plan rejected, nothing starts: %s", tick, "; ".join(violations[:5])
+                )
+                return
+        self._record_waiting(tick, plan)
+        pending = {job.job_id: job for job in snapshot.queue}
+        nodes = {node.name: node for node in snapshot.nodes}
+        busy_runs = _busy_runs(snapshot)
+        running_ids = {t.job.job_id for t in self._running.values()}
+        used: set[str] = set()
+        self.backend_down = False
+        for start in plan.starts:
+            if self.backend_down:
+                # the queue or lock server stopped answering: the rest waits for the next tick
+                log.warning(
+                    "tick %d: backend unavailable; %d start(s) deferred to the next tick",
+                    tick,
+                    len(plan.starts) - len(report.started) - len(report.failed),
+                )
+                break
+            job = pending.get(start.job_id)
+            refusal = self._refuse(
+                start.job_id, start.nodes, job, nodes, used, busy_runs, running_ids
+            )
+            if refusal:
+                report.failed.append((start.job_id, refusal))
+                log.error("tick %d: job %s not started: %s", tick, start.job_id, refusal)
+                continue
+            assert job is not None
+            used.update(start.nodes)
+            ok, reason = commit_start(self, job, [nodes[n] for n in start.nodes], tick)
+            if ok:
+                report.started.append(job.job_id)
+                log.info(
+                    "tick %d: start job %s on %s (solver %.0f ms)",
+                    tick,
+                    job.job_id,
+                    reason,
+                    plan.solver.wall_s * 1000,
+                )
+            else:
+                report.failed.append((job.job_id, reason))
+                log.warning("tick %d: job %s not started: %s", tick, job.job_id, reason)
+
+    def _refuse(
+        self,
+        job_id: str,
+        names: Sequence[str],
+        job: Job | None,
+        nodes: Mapping[str, Node],
+        used: set[str],
+        busy_runs: Counter[str],
+        running_ids: set[str],
+    ) -> str | None:
+        """A last guard before side effects; the validator should have caught all of these."""
+        if job is None:
+            return "not pending in this snapshot"
+        if job_id in running_ids:
+            return "already running"
+        for name in names:
+            node = nodes.get(name)
+            if node is None or not node.free or name in used:
+                return f"node {name} is not free"
+        if job.last_in_suite and job.run and busy_runs[job.run] > 1:
+            return f"last_in_suite: {busy_runs[job.run] - 1} other job(s) of run {job.run} not done"
+        return None
+
+    def _record_waiting(self, tick: int, plan: Plan) -> None:
+        changed: list[str] = []
+        counts: Counter[str] = Counter()
+        reasons: dict[str, str] = {}
+        for waiting in plan.waiting:
+            reasons[waiting.job_id] = waiting.reason.value
+            if self._reasons.get(waiting.job_id) != waiting.reason.value:
+                counts[waiting.reason.value] += 1
+                if len(changed) < MAX_REASON_LINES:
+                    changed.append(
+                        f"tick {tick}: job {waiting.job_id} waits: {waiting.reason.value}"
+                        + (f": {waiting.detail}" if waiting.detail else "")
+                    )
+        for line in changed:
+            log.info("%s", line)
+        more = sum(counts.values()) - len(changed)
+        if more > 0:
+            log.info(
+                "tick %d: %d more jobs changed waiting reason (%s)",
+                tick,
+                more,
+                ", ".join(f"{k}: {v}" for k, v in counts.most_common()),
+            )
+        self._reasons = reasons
+        # Writing 20,000 positions costs ~100 ms: keep them at most
+        # `positions_every_s` old instead of rewriting them every tick.
+        due = self._positions_at is None or (
+            (plan.taken_at - self._positions_at).total_seconds() >= self.settings.positions_every_s
+        )
+        if due or len(plan.waiting) <= 1000:
+            self._positions_at = plan.taken_at
+            self.journal.record_plan(
+                plan.taken_at,
+                ((w.job_id, w.position, w.reason.value, w.detail) for w in plan.waiting),
+            )
+
+
+def _busy_runs(snapshot: Snapshot) -> Counter[str]:
+    """Jobs per run still queued or running (a last_in_suite job counts itself once)."""
+    counts: Counter[str] = Counter()
+    for job in snapshot.queue:
+        if job.run:
+            counts[job.run] += 1
+    for running in snapshot.running:
+        if running.job.run:
+            counts[running.job.run] += 1
+    return counts

@@ -1,0 +1,305 @@
+"""Scheduling policy models (`models/*.yaml`): validated knobs and the weight definition.
+
+A `Policy` is plain frozen data loaded from YAML. This module is also the one
+definition of what a job is worth, shared by the solver and the independent
+validator:
+
+- `effective_priority`: teuthology priority (lower = more urgent), improved by
+  aging (`aging.rate_per_hour` points per hour waited, counted in whole
+  `aging.step_minutes` steps, at most `aging.max_boost` points) and worsened by
+  decayed past usage of the job's owner (`fairness.usage_penalty`);
+- `job_weight`: `weights.scale / max(effective_priority, 1)`, times
+  `1 + weights.lighter_job_bonus / nodes_needed` (among equal priorities,
+  fewer nodes first), quantized to `1 / WEIGHT_RESOLUTION` so that the
+  solver's integer objective and the validator's float sum agree exactly;
+- `dispatch_key`: the order of the queue as users see it (`Waiting.position`).
+
+Every validation error is a `PolicyError` naming the dotted field and the
+allowed range; unknown keys are errors too, because a typo in a policy must
+not silently change scheduling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from optialloc.domain import Job
+from optialloc.errors import PolicyError
+
+#: Weights are integers in units of 1 / WEIGHT_RESOLUTION inside the solver.
+WEIGHT_RESOLUTION = 10_000
+
+_DEFAULT_PATH = Path(__file__).resolve().parent.parent / "models" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class WeightSettings:
+    """How teuthology priority becomes a weight (see module docstring)."""
+
+    scale: float = 1000.0  # weight of a priority-1 job; priority p weighs scale / p
+    lighter_job_bonus: float = 0.01  # relative bonus / nodes_needed: fewer nodes first on ties
+
+
+@dataclass(frozen=True)
+class AgingSettings:
+    """Effective priority improves by `rate_per_hour` points per hour waited, up to `max_boost`."""
+
+    enabled: bool = True
+    rate_per_hour: float = 2.0  # priority points per hour of waiting
+    max_boost: float = 500.0  # at most this many points in total
+    step_minutes: float = 60.0  # waiting time counts in whole steps (keeps job classes few)
+
+
+@dataclass(frozen=True)
+class ReservationSettings:
+    """EASY-style holds: nodes kept free for a starved (or the most urgent) job until it starts."""
+
+    enabled: bool = True
+    after_hours: float = 24.0  # a job waiting at least this long gets a reservation
+    max_jobs: int = 4  # at most this many reservations at once (oldest first)
+    head_of_queue: bool = False  # also reserve for the first job in dispatch order
+
+
+@dataclass(frozen=True)
+class FairnessSettings:
+    """Caps on the share of one machine type an owner or a run holds while others wait."""
+
+    owner_max_share: float = 1.0  # 1.0 = no owner cap
+    run_max_share: float = 1.0  # 1.0 = no run cap
+    usage_penalty: float = 0.0  # effective priority x (1 + penalty x owner's share of usage)
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """CP-SAT settings. One worker by default: results are then reproducible."""
+
+    time_limit_s: float = 5.0
+    num_workers: int = 1
+    relative_gap: float = 0.0
+    random_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A whole scheduling policy model.
+
+    `reimaged_types` are reinstalled on lock, so a job's OS need not match theirs.
+    """
+
+    name: str = "default"
+    description: str = ""
+    weights: WeightSettings = field(default_factory=WeightSettings)
+    aging: AgingSettings = field(default_factory=AgingSettings)
+    reservations: ReservationSettings = field(default_factory=ReservationSettings)
+    fairness: FairnessSettings = field(default_factory=FairnessSettings)
+    solver: SolverSettings = field(default_factory=SolverSettings)
+    reimaged_types: frozenset[str] = frozenset()
+    max_job_time_s: float = 259200.0  # documents the anti-starvation bound (teuthology's default)
+
+
+# ----------------------------------------------------------------------------- loading
+
+# (field, kind, low, high): kind is float, int or bool; ranges are inclusive.
+_RANGES: dict[str, tuple[type, float, float]] = {
+    "weights.scale": (float, 1e-3, 1e9),
+    "weights.lighter_job_bonus": (float, 0.0, 1.0),
+    "aging.enabled": (bool, 0, 1),
+    "aging.rate_per_hour": (float, 0.0, 1e6),
+    "aging.max_boost": (float, 0.0, 4294967295.0),
+    "aging.step_minutes": (float, 1.0, 1440.0),
+    "reservations.enabled": (bool, 0, 1),
+    "reservations.after_hours": (float, 0.0, 8760.0),
+    "reservations.max_jobs": (int, 0, 1000),
+    "reservations.head_of_queue": (bool, 0, 1),
+    "fairness.owner_max_share": (float, 0.01, 1.0),
+    "fairness.run_max_share": (float, 0.01, 1.0),
+    "fairness.usage_penalty": (float, 0.0, 100.0),
+    "solver.time_limit_s": (float, 0.01, 3600.0),
+    "solver.num_workers": (int, 1, 64),
+    "solver.relative_gap": (float, 0.0, 1.0),
+    "solver.random_seed": (int, 0, 2**31 - 1),
+    "max_job_time_s": (float, 1.0, 31536000.0),
+}
+
+_SECTIONS: dict[str, type] = {
+    "weights": WeightSettings,
+    "aging": AgingSettings,
+    "reservations": ReservationSettings,
+    "fairness": FairnessSettings,
+    "solver": SolverSettings,
+}
+
+
+def _scalar(path: str, value: Any) -> Any:
+    kind, low, high = _RANGES[path]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise PolicyError(path, f"expected true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PolicyError(path, f"expected a number in [{low:g}, {high:g}], got {value!r}")
+    if kind is int and not isinstance(value, int):
+        raise PolicyError(path, f"expected an integer in [{low:g}, {high:g}], got {value!r}")
+    if not math.isfinite(value) or value < low or value > high:
+        raise PolicyError(path, f"{value!r} is outside the allowed range [{low:g}, {high:g}]")
+    return kind(value)
+
+
+def _section(name: str, data: Any) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(data, Mapping):
+        raise PolicyError(name, f"expected a mapping of settings, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise PolicyError(
+                f"{name}.{key}", f"unknown setting (allowed: {', '.join(sorted(known))})"
+            )
+        values[key] = _scalar(f"{name}.{key}", value)
+    return cls(**values)
+
+
+def policy_from_mapping(data: Mapping[str, Any], source: str = "<policy>") -> Policy:
+    """Validate a policy mapping (as loaded from YAML); missing keys take their defaults.
+
+    Raises `PolicyError` naming the dotted field (prefixed with `source`) and
+    the allowed values.
+    """
+    if not isinstance(data, Mapping):
+        raise PolicyError(
+            source, f"expected a mapping of policy sections, got {type(data).__name__}"
+        )
+    allowed = {f.name for f in fields(Policy)}
+    values: dict[str, Any] = {}
+    try:
+        for key, value in data.items():
+            if key not in allowed:
+                raise PolicyError(str(key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            if key in _SECTIONS:
+                values[key] = _section(key, value if value is not None else {})
+            elif key in ("name", "description"):
+                if not isinstance(value, str):
+                    raise PolicyError(key, f"expected a string, got {value!r}")
+                values[key] = value
+            elif key == "reimaged_types":
+                if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                    raise PolicyError(key, f"expected a list of machine type names, got {value!r}")
+                values[key] = frozenset(value)
+            else:
+                values[key] = _scalar(key, value)
+        policy = Policy(**values)
+        if policy.aging.enabled and policy.aging.max_boost > 0 and policy.aging.rate_per_hour == 0:
+            raise PolicyError(
+                "aging.rate_per_hour", "is 0 while aging is enabled: set > 0 or enabled: false"
+            )
+    except PolicyError as exc:
+        if source == "<policy>":
+            raise
+        raise PolicyError(exc.field, f"{exc.problem} (in {source})") from None
+    return policy
+
+
+def load_policy(path: str) -> Policy:
+    """Load and validate a policy model file; errors name the file and the field."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(
+            path, f"cannot read policy file ({exc.strerror}); pass an existing models/*.yaml"
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return policy_from_mapping(data if data is not None else {}, source=path)
+
+
+def default_policy() -> Policy:
+    """The recommended lab policy: the content of models/default.yaml (its defaults if absent)."""
+    if _DEFAULT_PATH.exists():
+        return load_policy(str(_DEFAULT_PATH))
+    return Policy()
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def usage_shares(usage: Mapping[str, float]) -> dict[str, float]:
+    """Each owner's share (0..1) of the total decayed usage; empty when nobody used anything."""
+    total = sum(max(0.0, float(v)) for v in usage.values())
+    if total <= 0:
+        return {}
+    return {owner: max(0.0, float(v)) / total for owner, v in usage.items()}
+
+
+def aging_boost(waited_s: float, policy: Policy) -> float:
+    """Priority points gained after waiting `waited_s` seconds (whole steps, capped)."""
+    aging = policy.aging
+    if not aging.enabled or waited_s <= 0:
+        return 0.0
+    step_s = aging.step_minutes * 60.0
+    hours = math.floor(waited_s / step_s) * step_s / 3600.0
+    return min(aging.rate_per_hour * hours, aging.max_boost)
+
+
+def effective_priority_fn(
+    taken_at: datetime, policy: Policy, usage: Mapping[str, float] | None = None
+) -> Callable[[Job], float]:
+    """`effective_priority` for many jobs of one snapshot (usage shares computed once)."""
+    shares = usage_shares(usage) if usage and policy.fairness.usage_penalty > 0 else {}
+    penalty = policy.fairness.usage_penalty
+
+    def effective(job: Job) -> float:
+        waited = (taken_at - job.queued_at).total_seconds()
+        aged = max(0.0, job.priority - aging_boost(waited, policy))
+        if shares:
+            aged *= 1.0 + penalty * shares.get(job.owner, 0.0)
+        return aged
+
+    return effective
+
+
+def effective_priority(
+    job: Job, taken_at: datetime, policy: Policy, usage: Mapping[str, float] | None = None
+) -> float:
+    """Teuthology-style priority after aging and usage penalty (lower = more urgent, >= 0)."""
+    return effective_priority_fn(taken_at, policy, usage)(job)
+
+
+def weight_units(eff_priority: float, nodes_needed: int, policy: Policy) -> int:
+    """Integer weight (units of 1 / WEIGHT_RESOLUTION) of a job; at least 1 so every job counts."""
+    base = policy.weights.scale / max(eff_priority, 1.0)
+    bonus = 1.0 + policy.weights.lighter_job_bonus / max(nodes_needed, 1)
+    return max(1, round(base * bonus * WEIGHT_RESOLUTION))
+
+
+def job_weight_fn(
+    taken_at: datetime, policy: Policy, usage: Mapping[str, float] | None = None
+) -> Callable[[Job], float]:
+    """`job_weight` for many jobs of one snapshot."""
+    effective = effective_priority_fn(taken_at, policy, usage)
+
+    def weight(job: Job) -> float:
+        return weight_units(effective(job), job.nodes_needed, policy) / WEIGHT_RESOLUTION
+
+    return weight
+
+
+def job_weight(
+    job: Job, taken_at: datetime, policy: Policy, usage: Mapping[str, float] | None = None
+) -> float:
+    """What starting `job` now adds to the objective (the policy's weight units)."""
+    return job_weight_fn(taken_at, policy, usage)(job)
+
+
+def dispatch_key(job: Job, eff_priority: float) -> tuple[float, int, datetime, str]:
+    """Dispatch order: most urgent effective priority, then fewer nodes, then oldest, then id."""
+    return (eff_priority, job.nodes_needed, job.queued_at, job.job_id)

@@ -1,0 +1,188 @@
+"""Why each job waits, and where it stands in the queue.
+
+Position: 1-based rank among waiting jobs in dispatch order (reserved jobs
+first, in reservation order; then effective priority, fewer nodes, oldest,
+job id). Reason: the first that applies, in this order: invalid, tube paused,
+waiting for its run, reserved but short of nodes, not enough compatible free
+nodes on any type, free nodes held for a reserved job, owner or run at its
+fairness cap, capacity given to jobs of higher effective priority.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from optialloc.domain import Waiting, WaitReason
+from optialloc.solver.caps import CapTable
+from optialloc.solver.lab import (
+    INVALID,
+    PAUSED,
+    RUN,
+    CompatKey,
+    LabView,
+    PoolKey,
+    pool_fits,
+)
+from optialloc.solver.reserve import FreeNodes, Reservations
+
+Counts = dict[str, dict[PoolKey, int]]
+
+
+def pool_counts(free: FreeNodes) -> Counts:
+    """Free node counts per type and pool (a snapshot of `free` at one stage of the solve)."""
+    return {t: {p: len(m) for p, m in pools.items()} for t, pools in free.items()}
+
+
+class Explainer:
+    """Builds the `Waiting` entries once the plan's starts and holds are known."""
+
+    def __init__(
+        self,
+        lab: LabView,
+        before: FreeNodes,
+        after_holds: Counts,
+        after: FreeNodes,
+        res: Reservations,
+        owner_caps: CapTable,
+        run_caps: CapTable,
+    ) -> None:
+        self.lab = lab
+        self.stages = (pool_counts(before), after_holds, pool_counts(after))
+        self.res = res
+        self.owner_caps = owner_caps
+        self.run_caps = run_caps
+        self.held_by_type: dict[str, list[str]] = defaultdict(list)
+        for index, nodes in res.holds.items():
+            if nodes:
+                self.held_by_type[res.home[index]].append(lab.jobs[index].job_id)
+        self.fit_cache: dict[CompatKey, list[tuple[str, int, int, int]]] = {}
+        self.run_left: dict[str, int] = defaultdict(int)
+        for job in lab.jobs:
+            if not job.last_in_suite:
+                self.run_left[job.run] += 1
+        for rj in lab.snapshot.running:
+            if not rj.job.last_in_suite:
+                self.run_left[rj.job.run] += 1
+
+    def _fits(self, key: CompatKey) -> list[tuple[str, int, int, int]]:
+        """Per listed type: compatible free nodes before holds, after holds, after starts."""
+        if key not in self.fit_cache:
+            rows = []
+            for machine_type in key[0]:
+                reimaged = self.lab.reimaged(machine_type)
+                before, held, after = (
+                    sum(
+                        n
+                        for p, n in stage.get(machine_type, {}).items()
+                        if pool_fits(key, p, reimaged)
+                    )
+                    for stage in self.stages
+                )
+                rows.append((machine_type, before, held, after))
+            self.fit_cache[key] = rows
+        return self.fit_cache[key]
+
+    def reason(self, index: int) -> tuple[WaitReason, str]:
+        lab = self.lab
+        job = lab.jobs[index]
+        group = lab.group_of[index]
+        state = group.state
+        if state == INVALID:
+            return WaitReason.INVALID, lab.invalid_detail[(group.ckey, job.nodes_needed)]
+        if state == PAUSED:
+            return WaitReason.TUBE_PAUSED, f"tube {job.tube} is paused"
+        if state == RUN:
+            left = self.run_left.get(job.run, 0)
+            return (
+                WaitReason.WAITING_FOR_RUN,
+                f"last_in_suite: {left} other job(s) of run {job.run} not done",
+            )
+        need = job.nodes_needed
+        rows = self._fits(group.ckey)
+        if index in self.res.holds:
+            home = self.res.home[index]
+            held = len(self.res.holds[index])
+            return (
+                WaitReason.NOT_ENOUGH_NODES,
+                f"reserved: needs {need} {home}, {held} held for it, waits for {need - held} more",
+            )
+        best = max(rows, key=lambda r: r[1])
+        if best[1] < need:
+            return (
+                WaitReason.NOT_ENOUGH_NODES,
+                f"needs {need} {_types(rows)}, {best[1]} free {best[0]}",
+            )
+        best = max(rows, key=lambda r: r[2])
+        if best[2] < need:
+            top = max(rows, key=lambda r: r[1])
+            holders = ", ".join(self.held_by_type.get(top[0], [])[:3]) or "reserved jobs"
+            return (
+                WaitReason.HELD_FOR_JOB,
+                f"needs {need} {top[0]}, {top[1]} free, {top[1] - top[2]} held for job {holders}",
+            )
+        open_rows = [r for r in rows if r[2] >= need]
+        checks = (
+            (self.owner_caps, job.owner, WaitReason.OWNER_OVER_SHARE),
+            (self.run_caps, job.run, WaitReason.RUN_OVER_SHARE),
+        )
+
+        def blocker(machine_type: str) -> tuple[CapTable, str, WaitReason] | None:
+            for caps, who, reason in checks:
+                left = caps.remaining(who, machine_type)
+                if left is not None and left < need:
+                    return caps, who, reason
+            return None
+
+        blocked = [blocker(r[0]) for r in open_rows]
+        first = blocked[0]
+        if first is not None and all(b is not None for b in blocked):
+            caps, who, reason = first
+            t = open_rows[0][0]
+            return reason, (
+                f"{caps.dimension} {who or '(none)'} holds {caps.used.get((who, t), 0)} {t} "
+                f"nodes, cap {caps.cap[(who, t)]} while others wait"
+            )
+        best = max(open_rows, key=lambda r: r[3])
+        if best[3] >= need:
+            return WaitReason.LOWER_PRIORITY, (
+                f"needs {need} {best[0]}, {best[3]} still free: solver stopped before placing it"
+            )
+        return WaitReason.LOWER_PRIORITY, (
+            f"needs {need} {best[0]}, {best[2]} free, "
+            f"{best[2] - best[3]} given to higher-priority jobs"
+        )
+
+    def waiting(self, started: set[int]) -> list[Waiting]:
+        """`Waiting` entries for every job not in `started`, numbered in dispatch order."""
+        lab = self.lab
+        holds = self.res.holds
+        out = [
+            Waiting(lab.jobs[i].job_id, position, *self.reason(i))
+            for position, i in enumerate((i for i in self.res.order if i in holds), start=1)
+        ]
+        skip = started | set(self.res.order)
+        # Groups in order first, so the final sort meets long sorted runs (timsort).
+        groups = sorted(lab.groups, key=lambda g: (g.eff, g.job.nodes_needed, -g.oldest))
+        rest = [i for g in groups for i in g.members if i not in skip]
+        rest.sort(key=lab.order_keys.__getitem__)
+        for group in lab.groups:
+            group.why = None
+        group_of, keys = lab.group_of, lab.order_keys
+        # The reason depends on less than the group does (not on priority or age).
+        shared: dict[tuple[object, ...], tuple[WaitReason, str]] = {}
+        for position, index in enumerate(rest, start=len(out) + 1):
+            group = group_of[index]
+            why = group.why
+            if why is None:
+                job = group.job
+                key = (group.state, group.ckey, job.nodes_needed, job.owner, job.run, job.tube)
+                why = shared.get(key)
+                if why is None:
+                    why = shared[key] = self.reason(index)
+                group.why = why
+            out.append(Waiting(keys[index][3], position, why[0], why[1]))
+        return out
+
+
+def _types(rows: list[tuple[str, int, int, int]]) -> str:
+    return " or ".join(r[0] for r in rows)

@@ -1,0 +1,118 @@
+"""EASY-style reservations: starved jobs start first or get free nodes held back for them.
+
+Reserved jobs (docs/policy.md, "No starvation"): every eligible job that has
+waited at least `reservations.after_hours`, oldest first, then (with
+`head_of_queue`) the first job in dispatch order, at most
+`reservations.max_jobs` in all. In that order each one starts now if enough
+compatible free nodes are left on one of its types (its home type first);
+otherwise the compatible free nodes of its *home type* (the listed type with
+the most compatible nodes in the lab, ties in listed order: stable from tick
+to tick) are held for it, up to what it needs. Held nodes go to nobody else.
+This runs before the optimization, which only sees the nodes left over.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from optialloc.solver.caps import CapTable
+from optialloc.solver.lab import OK, LabView, PoolKey, pool_fits
+
+FreeNodes = dict[str, dict[PoolKey, list[str]]]
+
+
+@dataclass
+class Reservations:
+    """What the reservation pass decided."""
+
+    order: list[int] = field(default_factory=list)  # reserved job indexes, in priority order
+    home: dict[int, str] = field(default_factory=dict)  # job index -> home machine type
+    starts: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    holds: dict[int, list[str]] = field(default_factory=dict)  # job index -> held nodes
+
+
+def reserved_jobs(lab: LabView) -> list[int]:
+    """Indexes of the jobs that get a reservation this tick, in reservation order."""
+    settings = lab.policy.reservations
+    if not settings.enabled or settings.max_jobs == 0:
+        return []
+    limit = settings.max_jobs
+    threshold = settings.after_hours * 3600.0
+    jobs, waited = lab.jobs, lab.waited
+    eligible = [g for g in lab.groups if g.state == OK and g.job.nodes_needed > 0]
+    # The `limit` oldest jobs lie in the `limit` groups with the oldest members.
+    old = heapq.nsmallest(
+        limit, (g for g in eligible if g.oldest >= threshold), key=lambda g: -g.oldest
+    )
+    starved = [i for g in old for i in g.members if waited[i] >= threshold]
+    chosen = heapq.nsmallest(limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id))
+    if settings.head_of_queue and len(chosen) < limit and eligible:
+        best = min(eligible, key=lambda g: (g.eff, g.job.nodes_needed, -g.oldest))
+        top = (best.eff, best.job.nodes_needed)
+        ties = [g for g in eligible if (g.eff, g.job.nodes_needed) == top]
+        head = min((i for g in ties for i in g.members), key=lab.order_key)
+        if head not in chosen:
+            chosen.append(head)
+    return chosen
+
+
+def home_type(lab: LabView, index: int) -> str:
+    """The reserved job's home type: most compatible nodes in the lab, ties in listed order."""
+    job = lab.jobs[index]
+    key = lab.group_of[index].ckey
+    best, best_count = job.machine_types[0], -1
+    for machine_type in job.machine_types:
+        count = lab.total_compatible(key, machine_type)
+        if count > best_count:
+            best, best_count = machine_type, count
+    return best
+
+
+def _compatible_free(lab: LabView, free: FreeNodes, index: int, machine_type: str) -> list[str]:
+    key = lab.group_of[index].ckey
+    reimaged = lab.reimaged(machine_type)
+    names: list[str] = []
+    for pool, members in free.get(machine_type, {}).items():
+        if pool_fits(key, pool, reimaged):
+            names.extend(members)
+    names.sort()
+    return names
+
+
+def _take(free: FreeNodes, lab: LabView, names: list[str]) -> None:
+    for name in names:
+        node = lab.node_by_name[name]
+        pools = free[node.machine_type]
+        for members in pools.values():
+            if name in members:
+                members.remove(name)
+                break
+
+
+def apply_reservations(
+    lab: LabView, free: FreeNodes, owner_caps: CapTable, run_caps: CapTable
+) -> Reservations:
+    """Start or hold for each reserved job, taking nodes out of `free` (mutated)."""
+    result = Reservations(order=reserved_jobs(lab))
+    for index in result.order:
+        job = lab.jobs[index]
+        home = home_type(lab, index)
+        result.home[index] = home
+        types = [home] + [t for t in job.machine_types if t != home]
+        started = False
+        for machine_type in types:
+            names = _compatible_free(lab, free, index, machine_type)
+            if len(names) >= job.nodes_needed:
+                chosen = names[: job.nodes_needed]
+                _take(free, lab, chosen)
+                result.starts.append((index, tuple(chosen)))
+                owner_caps.add(job.owner, machine_type, job.nodes_needed)
+                run_caps.add(job.run, machine_type, job.nodes_needed)
+                started = True
+                break
+        if not started:
+            held = _compatible_free(lab, free, index, home)[: job.nodes_needed]
+            _take(free, lab, held)
+            result.holds[index] = held
+    return result

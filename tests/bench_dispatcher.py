@@ -1,0 +1,219 @@
+"""Benchmark the dispatcher (not collected by pytest): launches per second and tick latency.
+
+Real beanstalkd (started here on a free loopback port), the embedded
+inventory with 1,000 nodes, the command runner with `true` (jobs exit at
+once), the real solver and validator, a journal on disk.
+
+1. launches: 10,000 queued 1-4-node jobs; tick until all have been launched.
+   Figure: jobs launched / wall seconds (ingest from beanstalkd included).
+2. tick latency: 20,000 queued jobs on a lab whose nodes are mostly held by
+   other users (20 free), so each tick starts a few jobs, as in steady state.
+   Figure: median and p95 wall time of a whole tick (watch, snapshot, solve,
+   validate, record positions, commit, launch), and the solver's share.
+
+Usage: python tests/bench_dispatcher.py [--runs 3] [--jobs 10000] [--queued 20000]
+       [--queue-sync-normal]   (experiment: the queue store without an fsync per commit)
+Prints the median over the runs for each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import beanstalkc
+import yaml
+
+from optialloc.adapters.embedded_inventory import EmbeddedInventory
+from optialloc.adapters.queues import open_queue
+from optialloc.clock import RealClock
+from optialloc.config import Config
+from optialloc.dispatcher import Dispatcher, DispatcherSettings
+from optialloc.domain import Node
+from optialloc.journal import Journal
+from optialloc.policy import default_policy
+from optialloc.runners import CommandRunner
+from optialloc.teuthology import dump_body
+
+TYPES = (("smithi", 600), ("mira", 250), ("gibba", 150))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_beanstalkd(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    binlog = tmp / "binlog"
+    binlog.mkdir()
+    proc = subprocess.Popen(["beanstalkd", "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("beanstalkd did not start")
+
+
+def lab() -> list[Node]:
+    return [
+        Node(f"{t}{i:04d}", t, os_type="ubuntu", os_version="22.04", arch="x86_64")
+        for t, n in TYPES
+        for i in range(n)
+    ]
+
+
+def put_jobs(port: int, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    conn = beanstalkc.Connection("127.0.0.1", port, parse_yaml=yaml.safe_load)
+    for i in range(count):
+        machine_type = rng.choices([t for t, _ in TYPES], weights=[n for _, n in TYPES])[0]
+        nodes = rng.randint(1, 4)
+        priority = rng.choice((75, 100, 200, 1000))
+        body = {
+            "name": f"bench-run-{i // 200}",
+            "owner": f"scheduled_u{i % 7}@lab",
+            "machine_type": machine_type,
+            "priority": priority,
+            "roles": [[f"osd.{k}"] for k in range(nodes)],
+        }
+        conn.use(machine_type)
+        conn.put(dump_body(body), priority=priority, ttr=86400)
+    conn.close()
+
+
+#: Experiment only (--queue-sync-normal): the queue store's commits without fsync.
+QUEUE_SYNC_NORMAL = False
+
+
+def build(tmp: Path, port: int, held_by_others: int = 0) -> tuple[Dispatcher, Journal]:
+    state = tmp / "state"
+    config = Config(state_dir=str(state), queue_backend="beanstalk", queue_port=port)
+    inventory = EmbeddedInventory(str(state / "inventory.sqlite"), "optialloc@bench")
+    nodes = lab()
+    inventory.import_nodes(nodes)
+    if held_by_others:
+        other = EmbeddedInventory(str(state / "inventory.sqlite"), "someone@else")
+        other.lock([n.name for n in nodes[:held_by_others]], "held by other users")
+        other.close()
+    journal = Journal(str(state / "journal.sqlite"))
+    queue = open_queue(config)
+    if QUEUE_SYNC_NORMAL:
+        # What the figures would be if the queue store did not fsync each claim/delete
+        # (it runs PRAGMA synchronous=FULL); reaches into the adapter on purpose.
+        queue.store._db.execute("PRAGMA synchronous=NORMAL")  # type: ignore[attr-defined]
+    dispatcher = Dispatcher(
+        queue=queue,
+        inventory=inventory,
+        runner=CommandRunner("true"),
+        clock=RealClock(),
+        policy=default_policy(),
+        journal=journal,
+        settings=DispatcherSettings(archive_base=str(tmp / "archive")),
+    )
+    dispatcher.reconcile()
+    return dispatcher, journal
+
+
+def bench_launches(jobs: int, seed: int) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="optialloc-bench-"))
+    beanstalkd, port = start_beanstalkd(tmp)
+    try:
+        put_jobs(port, jobs, seed)
+        dispatcher, _ = build(tmp, port)
+        started = 0
+        t0 = time.perf_counter()
+        while started < jobs:
+            report = dispatcher.tick()
+            started += len(report.started)
+            if not report.started and not dispatcher.handles() and report.pending == 0:
+                break
+        elapsed = time.perf_counter() - t0
+        return started / elapsed
+    finally:
+        beanstalkd.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_ticks(queued: int, seed: int, ticks: int = 30) -> tuple[float, float, float, int]:
+    tmp = Path(tempfile.mkdtemp(prefix="optialloc-bench-"))
+    beanstalkd, port = start_beanstalkd(tmp)
+    try:
+        put_jobs(port, queued, seed)
+        dispatcher, _ = build(tmp, port, held_by_others=sum(n for _, n in TYPES) - 20)
+        dispatcher.tick()  # the first tick ingests the whole beanstalkd backlog: not steady state
+        walls, solver, launched = [], [], 0
+        for _ in range(ticks):
+            time.sleep(0.02)  # let the last tick's `true` jobs exit
+            report = dispatcher.tick()
+            walls.append(report.tick_s)
+            solver.append(report.solver_s)
+            launched += len(report.started)
+        walls.sort()
+        return (
+            statistics.median(walls),
+            walls[int(0.95 * (len(walls) - 1))],
+            statistics.median(solver),
+            launched,
+        )
+    finally:
+        beanstalkd.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--queued", type=int, default=20_000)
+    parser.add_argument(
+        "--queue-sync-normal",
+        action="store_true",
+        help="experiment: the queue store without fsync per commit",
+    )
+    args = parser.parse_args()
+    global QUEUE_SYNC_NORMAL
+    QUEUE_SYNC_NORMAL = args.queue_sync_normal
+    logging.basicConfig(level=logging.ERROR)
+    rates = []
+    for run in range(args.runs):
+        rates.append(bench_launches(args.jobs, seed=run))
+        print(
+            f"run {run + 1}: {rates[-1]:.0f} launches/s ({args.jobs} jobs of 1-4 nodes, 1000 nodes)"
+        )
+    print(f"launches: median {statistics.median(rates):.0f} launches/s over {args.runs} runs")
+    medians, p95s, solvers = [], [], []
+    for run in range(args.runs):
+        median, p95, solver, launched = bench_ticks(args.queued, seed=100 + run)
+        medians.append(median)
+        p95s.append(p95)
+        solvers.append(solver)
+        print(
+            f"run {run + 1}: tick median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+            f"solver median {solver * 1000:.0f} ms ({launched} jobs started in 30 ticks)"
+        )
+    print(
+        f"tick latency with {args.queued} queued: "
+        f"median {statistics.median(medians) * 1000:.0f} ms, "
+        f"p95 {statistics.median(p95s) * 1000:.0f} ms, "
+        f"solver {statistics.median(solvers) * 1000:.0f} ms (medians over {args.runs} runs)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

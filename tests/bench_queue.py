@@ -1,0 +1,234 @@
+"""Benchmark: the job queue's view of 20,000 teuthology jobs in a real beanstalkd on loopback.
+
+Run: python tests/bench_queue.py [--jobs 20000] [--runs 3]
+Prints (medians of --runs runs, each from a fresh beanstalkd and store):
+- put: 20,000 raw puts across 4 tubes, as teuthology-schedule does them;
+- first tick: the first `pending()` (moves every job into the store, parses all);
+- later tick: `pending()` with nothing new, and with 50 new jobs + 10 claims;
+- a new reader's first view of an already-ingested store (another process);
+- `optialloc queue list` (subprocess, wall time) on the 20,000 jobs.
+Targets (issue "Job queue"): later tick <= 50 ms, first tick <= 2 s.
+Not collected by pytest (no `test_` prefix); figures go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import beanstalkc
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from optialloc.adapters import queue_store  # noqa: E402
+from optialloc.adapters.beanstalk_queue import BeanstalkQueue  # noqa: E402
+from optialloc.adapters.queue_beanstalk_wire import Wire  # noqa: E402
+from optialloc.adapters.queue_view import QueueView  # noqa: E402
+
+#: Wall time per phase of the first tick, summed over its batches (seconds).
+PHASES: dict[str, float] = {}
+
+
+def time_phase(owner: object, name: str, label: str) -> None:
+    """Wrap owner.name so that its wall time is added to PHASES[label]."""
+    original = getattr(owner, name)
+
+    def timed(*args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            PHASES[label] = PHASES.get(label, 0.0) + time.perf_counter() - start
+
+    setattr(owner, name, timed)
+
+
+for _owner, _name, _label in (
+    (Wire, "reserve_batch", "reserve (pipelined)"),
+    (Wire, "stats_jobs", "stats-job (pipelined)"),
+    (queue_store, "check_many", "parse bodies (YAML)"),
+    (Wire, "delete_many", "delete from beanstalkd"),
+    (queue_store.QueueStore, "confirm_source_deleted", "record deletes"),
+    (QueueView, "refresh", "build the view"),
+):
+    time_phase(_owner, _name, f"  first tick: {_label}")
+
+TUBES = ("smithi", "mira", "gibba", "multi")
+
+
+def teuthology_body(i: int) -> str:
+    """A realistic body (about 1.3 KB, like a rados suite job) that differs per job."""
+    tube = TUBES[i % 4]
+    sha1 = f"{i:040x}"
+    body = {
+        "branch": "main",
+        "description": f"rados/thrash/{{clusters/fixed-{1 + i % 4} tasks/job-{i}}}",
+        "email": None,
+        "first_in_suite": False,
+        "last_in_suite": False,
+        "machine_type": "smithi,mira" if tube == "multi" else tube,
+        "name": f"user{i % 40}-2026-11-20_20:00:03-rados-main-distro-default-smithi",
+        "no_nested_subset": False,
+        "os_type": "ubuntu",
+        "os_version": "22.04",
+        "overrides": {
+            "ceph": {
+                "sha1": sha1,
+                "log-ignorelist": ["\\(MDS_ALL_DOWN\\)", "\\(OSD_DOWN\\)"],
+                "conf": {"osd": {"debug osd": 20, "osd shutdown pgref assert": True}},
+            },
+            "install": {"ceph": {"flavor": "default", "sha1": sha1}},
+        },
+        "owner": f"scheduled_user{i % 40}@teuthology",
+        "priority": (75, 100, 200, 1000)[i % 4],
+        "roles": [[f"mon.{c}", f"osd.{n}"] for n, c in zip(range(1 + i % 4), "abcd", strict=False)],
+        "seed": i,
+        "sha1": sha1,
+        "suite": "rados",
+        "suite_branch": "main",
+        "suite_sha1": sha1,
+        "tasks": [
+            {"install": None},
+            {"ceph": None},
+            {"workunit": {"clients": {"client.0": ["rados/test.sh", "rados/test_pool.sh"]}}},
+        ],
+        "teuthology_branch": "main",
+        "tube": tube,
+        "verbose": False,
+    }
+    return yaml.safe_dump(body)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_beanstalkd(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("beanstalkd")
+    if not binary:
+        sys.exit("beanstalkd is not installed (apt-get install beanstalkd)")
+    port = free_port()
+    binlog = workdir / "binlog"
+    binlog.mkdir()
+    proc = subprocess.Popen([binary, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.02)
+    sys.exit("beanstalkd did not start")
+
+
+def put_all(port: int, bodies: list[str]) -> float:
+    conn = beanstalkc.Connection("127.0.0.1", port, parse_yaml=yaml.safe_load)
+    start = time.perf_counter()
+    for i, text in enumerate(bodies):
+        conn.use(TUBES[i % 4])
+        conn.put(text, priority=(75, 100, 200, 1000)[i % 4], ttr=86400)
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+def one_run(bodies: list[str], later_reps: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        proc, port = start_beanstalkd(workdir)
+        try:
+            figures["put"] = put_all(port, bodies)
+            store = workdir / "state" / "queue-beanstalk.sqlite"
+            queue = BeanstalkQueue(str(store), "127.0.0.1", port)
+            PHASES.clear()
+            start = time.perf_counter()
+            assert len(queue.pending()) == len(bodies)
+            figures["first tick"] = time.perf_counter() - start
+            figures.update(PHASES)
+            PHASES.clear()
+            times = []
+            for _ in range(later_reps):
+                start = time.perf_counter()
+                queue.pending()
+                times.append(time.perf_counter() - start)
+            figures["later tick, no change"] = statistics.median(times)
+            times = []
+            for rep in range(later_reps):
+                put_all(port, [teuthology_body(len(bodies) + rep * 50 + k) for k in range(50)])
+                for job in queue.pending()[:10]:
+                    queue.claim(job.job_id)
+                start = time.perf_counter()
+                queue.pending()
+                times.append(time.perf_counter() - start)
+            figures["later tick, 50 new + 10 claimed"] = statistics.median(times)
+            other = BeanstalkQueue(str(store), "127.0.0.1", port)
+            start = time.perf_counter()
+            other.pending()
+            figures["new reader, first view"] = time.perf_counter() - start
+            other.close()
+            queue.close()
+            config = workdir / "c.yaml"
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "queue_backend": "beanstalk",
+                        "queue_port": port,
+                        "state_dir": str(workdir / "cli-state"),
+                    }
+                )
+            )
+            # The CLI's store is separate: its first call ingests nothing (all moved already),
+            # so put the jobs again for the CLI's own store, ingest once, then time listings.
+            put_all(port, bodies)
+            command = [sys.executable, "-m", "optialloc", "--config", str(config), "queue", "list"]
+            subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True, cwd=REPO)
+                times.append(time.perf_counter() - start)
+            figures["`optialloc queue list` (all jobs)"] = statistics.median(times)
+        finally:
+            proc.kill()
+            proc.wait()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--later-reps", type=int, default=15)
+    args = parser.parse_args()
+    bodies = [teuthology_body(i) for i in range(args.jobs)]
+    mean_size = sum(len(b) for b in bodies) / len(bodies)
+    print(f"load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"{args.jobs} jobs, mean body {mean_size:.0f} bytes, {args.runs} runs, "
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores"
+    )
+    runs = [one_run(bodies, args.later_reps) for _ in range(args.runs)]
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        unit, scale = ("ms", 1000.0) if statistics.median(values) < 1 else ("s", 1.0)
+        print(
+            f"{key:42s} median {statistics.median(values) * scale:8.1f} {unit}"
+            f"   (runs: {', '.join(f'{v * scale:.1f}' for v in values)} {unit})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Helpers for the dispatcher/serve tests: a small real lab, a clock that can jump, waiting."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from optialloc.adapters.embedded_inventory import EmbeddedInventory
+from optialloc.adapters.embedded_queue import EmbeddedQueue
+from optialloc.dispatcher import Dispatcher, DispatcherSettings, TickReport
+from optialloc.domain import Node
+from optialloc.journal import Journal
+from optialloc.policy import default_policy
+from optialloc.runners import CommandRunner
+from optialloc.teuthology import dump_body
+
+
+class OffsetClock:
+    """Real time plus an offset the test moves forward (to reach a deadline without waiting)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll until `predicate()` holds; fail after `timeout` s (a hang guard, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` no longer runs (absent or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in (b"Z", b"X")
+
+
+def lab_nodes(count: int = 4, machine_type: str = "smithi") -> list[Node]:
+    return [
+        Node(
+            f"{machine_type}{i:03d}",
+            machine_type,
+            os_type="ubuntu",
+            os_version="22.04",
+            arch="x86_64",
+            ssh_pub_key=f"ssh-ed25519 KEY{i}",
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+class Lab:
+    """A real embedded queue + inventory + command runner + journal around one Dispatcher."""
+
+    def __init__(
+        self,
+        root: Path,
+        command: str,
+        *,
+        clock: object | None = None,
+        nodes: list[Node] | None = None,
+        **settings: object,
+    ) -> None:
+        self.root = root
+        self.queue = EmbeddedQueue(str(root / "queue.sqlite"))
+        self.inventory = EmbeddedInventory(str(root / "inventory.sqlite"), "optialloc@test")
+        self.inventory.import_nodes(nodes if nodes is not None else lab_nodes())
+        self.journal = Journal(str(root / "journal.sqlite"))
+        self.runner = CommandRunner(command)
+        self.clock = clock or OffsetClock()
+        self.archive = str(root / "archive")
+        self.dispatcher = Dispatcher(
+            queue=self.queue,
+            inventory=self.inventory,
+            runner=self.runner,
+            clock=self.clock,  # type: ignore[arg-type]
+            policy=default_policy(),
+            journal=self.journal,
+            settings=DispatcherSettings(archive_base=self.archive, **settings),  # type: ignore[arg-type]
+        )
+
+    def put(
+        self,
+        nodes: int = 1,
+        *,
+        priority: int = 100,
+        run: str = "run-a",
+        machine_type: str = "smithi",
+        **body: object,
+    ) -> str:
+        full: dict[str, object] = {
+            "name": run,
+            "owner": "scheduled_me@host",
+            "machine_type": machine_type,
+            "priority": priority,
+            "roles": [[f"osd.{i}"] for i in range(nodes)],
+            **body,
+        }
+        return self.queue.put(machine_type, dump_body(full), priority)
+
+    def tick(self) -> TickReport:
+        return self.dispatcher.tick()
+
+    def run_until_idle(self, timeout: float = 60.0) -> TickReport:
+        """Tick until nothing runs and nothing startable is left."""
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self.tick()
+            if (
+                not self.dispatcher.handles()
+                and not report.started
+                and (not self.queue.pending() or not (report.plan and report.plan.starts))
+            ):
+                return report
+            if time.monotonic() > deadline:
+                raise AssertionError(f"lab not idle within {timeout} s")
+            time.sleep(0.05)
+
+    def finished_ok(self, job_id: str) -> bool:
+        rows = self.journal.rows_for(job_id)
+        return bool(rows) and rows[-1].state == "done" and rows[-1].exit_status == 0
+
+    def close(self) -> None:
+        self.journal.close()
+        self.queue.close()
+        self.inventory.close()
+
+
+def read_records(path: Path) -> list[tuple[str, list[str], float, float]]:
+    """Lines `<job_id> <node,node> <start> <end>` the test jobs append (one per run)."""
+    records = []
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        job_id, nodes, start, end = line.split()
+        records.append((job_id, nodes.split(","), float(start), float(end)))
+    return records
+
+
+def assert_no_overlap(records: list[tuple[str, list[str], float, float]]) -> None:
+    """No node is used by two jobs at the same time (from the jobs' own records)."""
+    by_node: dict[str, list[tuple[float, float, str]]] = {}
+    for job_id, nodes, start, end in records:
+        for node in nodes:
+            by_node.setdefault(node, []).append((start, end, job_id))
+    for node, spans in by_node.items():
+        spans.sort()
+        for (_s1, e1, j1), (s2, _e2, j2) in itertools.pairwise(spans):
+            assert s2 >= e1, f"node {node} used by jobs {j1} and {j2} at once ({s2} < {e1})"
+
+
+RECORD_COMMAND = (
+    "sh -c 's=$(date +%s.%N); sleep {body[duration]}; e=$(date +%s.%N); "
+    'echo "{job_id} {nodes} $s $e" >> ' + "{records}'"
+)
+
+
+def record_command(records: Path) -> str:
+    """A runner_command whose jobs sleep `duration` and append their record to `records`."""
+    return RECORD_COMMAND.replace("{records}", str(records))
+
+
+def env_without_crash() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("OPTIALLOC_CRASH_AT", None)
+    return env

@@ -1,0 +1,132 @@
+"""Crash tests: `kill -9` the dispatcher at every commit step and at random moments.
+
+After each crash a fresh `optialloc serve --exit-on-empty-queue` must finish
+the work with every job run exactly once (from the jobs' own records), no
+node used twice at once, no lock left and nothing left claimed in the queue.
+Crash points are injected with `OPTIALLOC_CRASH_AT=<step>:<n>` (see
+`optialloc.commit`); random kills use SIGKILL from the test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+from serve_support import assert_no_overlap, env_without_crash, read_records, record_command
+
+from optialloc.adapters.embedded_inventory import EmbeddedInventory
+from optialloc.adapters.embedded_queue import EmbeddedQueue
+from optialloc.commit import STEPS
+from optialloc.journal import Journal
+from optialloc.teuthology import dump_body
+
+pytestmark = pytest.mark.slow
+
+
+def setup_lab(tmp_path: Path, jobs: int, seed: int = 0) -> tuple[Path, int]:
+    """An embedded lab (demo nodes) with `jobs` queued 1-3-node jobs; returns the config path."""
+    state = tmp_path / "state"
+    config = {
+        "state_dir": str(state),
+        "tick_seconds": 0.3,
+        "locked_by": "optialloc@crash",
+        "runner_command": record_command(tmp_path / "records.txt"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    state.mkdir()
+    queue = EmbeddedQueue(str(state / "queue.sqlite"))
+    rng = random.Random(seed)
+    for i in range(jobs):
+        nodes = rng.choice((1, 1, 2, 3))
+        body = {
+            "name": f"run-{i % 3}",
+            "owner": f"scheduled_u{i % 2}@x",
+            "machine_type": "smithi",
+            "priority": rng.choice((75, 100, 1000)),
+            "roles": [[f"osd.{k}"] for k in range(nodes)],
+            "duration": rng.choice(("0.05", "0.2", "0.4")),
+        }
+        queue.put("smithi", dump_body(body), body["priority"])  # type: ignore[arg-type]
+    queue.close()
+    return path, jobs
+
+
+def serve_cmd(config: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "optialloc",
+        "--config",
+        str(config),
+        "serve",
+        "--exit-on-empty-queue",
+    ]
+
+
+def finish_and_check(tmp_path: Path, config: Path, expected: int) -> None:
+    proc = subprocess.run(
+        serve_cmd(config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env_without_crash(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_records(tmp_path / "records.txt")
+    ids = sorted(r[0] for r in records)
+    assert len(ids) == expected and len(set(ids)) == expected, (ids, proc.stderr[-3000:])
+    assert_no_overlap(records)
+    state = tmp_path / "state"
+    inventory = EmbeddedInventory(str(state / "inventory.sqlite"), "optialloc@crash")
+    assert inventory.held() == [], "lock leaked"
+    inventory.close()
+    queue = EmbeddedQueue(str(state / "queue.sqlite"))
+    assert (
+        list(queue.pending()) == [] and list(queue.claimed()) == [] and list(queue.buried()) == []
+    )
+    queue.close()
+    journal = Journal(str(state / "journal.sqlite"))
+    assert journal.open_rows() == []
+    journal.close()
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_kill_at_each_commit_step_then_restart_loses_nothing_and_runs_nothing_twice(
+    tmp_path: Path, step: str
+) -> None:
+    config, expected = setup_lab(tmp_path, 8)
+    env = dict(os.environ, OPTIALLOC_CRASH_AT=f"{step}:2")
+    crashed = subprocess.run(
+        serve_cmd(config), capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )
+    assert crashed.returncode == -signal.SIGKILL, (step, crashed.returncode, crashed.stderr[-2000:])
+    assert f"crash point {step} reached" in crashed.stderr
+    finish_and_check(tmp_path, config, expected)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_kill_9_over_several_restarts(tmp_path: Path, seed: int) -> None:
+    config, expected = setup_lab(tmp_path, 14, seed)
+    rng = random.Random(seed)
+    for _ in range(4):
+        proc = subprocess.Popen(
+            serve_cmd(config),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env_without_crash(),
+        )
+        time.sleep(rng.uniform(0.8, 2.0))  # when to kill: random, not a timing assertion
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finish_and_check(tmp_path, config, expected)

@@ -1,0 +1,280 @@
+"""Property tests: every plan validates, tiny instances are solved to the brute-force optimum,
+and a starved big job starts within the documented bound (after_hours + max_job_time)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from itertools import combinations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from solver_support import T0, job
+
+from optialloc.domain import (
+    Job,
+    Node,
+    Plan,
+    RunningJob,
+    Snapshot,
+    SolverStats,
+    Start,
+    Waiting,
+    WaitReason,
+)
+from optialloc.policy import Policy, policy_from_mapping
+from optialloc.solver import solve
+from optialloc.validator import plan_objective, validate_plan
+
+PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+TYPES = ("smithi", "mira", "vps")  # vps is not reimaged: its OS matters
+OSES = (("ubuntu", "22.04"), ("centos", "9"))
+
+
+@st.composite
+def labs(draw: st.DrawFn, max_nodes: int = 8, types: tuple[str, ...] = TYPES) -> list[Node]:
+    count = draw(st.integers(0, max_nodes))
+    out = []
+    for k in range(count):
+        machine_type = draw(st.sampled_from(types))
+        os_type, os_version = draw(st.sampled_from(OSES))
+        state = draw(st.sampled_from(("free", "free", "free", "down", "locked")))
+        out.append(
+            Node(
+                f"{machine_type}{k:02d}",
+                machine_type,
+                up=state != "down",
+                locked=state == "locked",
+                locked_by="someone" if state == "locked" else None,
+                os_type=os_type,
+                os_version=os_version,
+                arch=draw(st.sampled_from(("x86_64", "x86_64", None))),
+            )
+        )
+    return out
+
+
+@st.composite
+def queues(
+    draw: st.DrawFn, max_jobs: int = 8, choices: tuple[str, ...] = (*TYPES, "ovh")
+) -> list[Job]:
+    count = draw(st.integers(0, max_jobs))
+    out = []
+    for k in range(count):
+        types = draw(st.lists(st.sampled_from(choices), min_size=1, max_size=2, unique=True))
+        os_pick = draw(st.sampled_from((None, *OSES, ("rhel", "8"))))
+        out.append(
+            job(
+                f"j{k}",
+                draw(st.integers(0, 3)),
+                tuple(types),
+                priority=draw(st.sampled_from((1, 10, 15, 18, 75, 100, 500, 1000))),
+                owner=draw(st.sampled_from(("alice", "bob", "carol"))),
+                run=draw(st.sampled_from(("r1", "r2", "r3"))),
+                waited_h=draw(st.sampled_from((0.0, 2.0, 30.0, 100.0))),
+                os_type=os_pick[0] if os_pick else None,
+                os_version=os_pick[1] if os_pick else None,
+                arch=draw(st.sampled_from((None, None, "x86_64", "aarch64"))),
+                last_in_suite=draw(st.booleans()) and k % 3 == 0,
+            )
+        )
+    return out
+
+
+@st.composite
+def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
+    return policy_from_mapping(
+        {
+            "aging": {"enabled": draw(st.booleans()), "rate_per_hour": 5.0, "max_boost": 400.0},
+            "reservations": {
+                "enabled": holds and draw(st.booleans()),
+                "after_hours": 24.0,
+                "max_jobs": draw(st.integers(1, 3)),
+                "head_of_queue": draw(st.booleans()),
+            },
+            "fairness": {
+                "owner_max_share": draw(st.sampled_from((1.0, 0.5, 0.25))),
+                "run_max_share": draw(st.sampled_from((1.0, 0.4))),
+                "usage_penalty": draw(st.sampled_from((0.0, 1.0))),
+            },
+            "reimaged_types": ["smithi", "mira"],
+        }
+    )
+
+
+def with_running(lab: list[Node], queue: list[Job], busy: list[bool]) -> Snapshot:
+    """Mark some free nodes as used by running jobs (one node each)."""
+    running = []
+    for k, (node, is_busy) in enumerate(zip(lab, busy, strict=False)):
+        if is_busy and node.free:
+            owner = ("alice", "bob", "dora")[k % 3]
+            running.append(
+                RunningJob(
+                    job(f"run{k}", 1, node.machine_type, owner=owner, run="r1"), (node.name,), T0
+                )
+            )
+    usage = {"alice": 500.0, "bob": 100.0}
+    return Snapshot(
+        T0,
+        tuple(lab),
+        tuple(queue),
+        tuple(running),
+        frozenset({"mira"}) if len(queue) % 4 == 3 else frozenset(),
+        usage=usage,
+    )
+
+
+@PROPS
+@given(labs(), queues(), st.lists(st.booleans(), max_size=8), policies())
+def test_every_plan_validates(
+    lab: list[Node], queue: list[Job], busy: list[bool], policy: Policy
+) -> None:
+    snap = with_running(lab, queue, busy)
+    plan = solve(snap, policy)
+    assert validate_plan(snap, policy, plan) == []
+    assert abs(plan_objective(snap, policy, plan) - plan.solver.objective) <= 1e-6 * max(
+        1.0, plan.solver.objective
+    )
+    assert plan.solver.bound >= plan.solver.objective - 1e-9
+    assert plan.solver.status in ("OPTIMAL", "TRIVIAL")
+    assert len(plan.starts) + len(plan.waiting) == len(queue)
+    assert sorted(w.position for w in plan.waiting) == list(range(1, len(plan.waiting) + 1))
+
+
+def brute_force_best(snap: Snapshot, policy: Policy) -> float:
+    """Best objective over every plan the validator accepts (starts only, no holds)."""
+    free = [
+        n for n in snap.nodes if n.free and n.name not in {x for r in snap.running for x in r.nodes}
+    ]
+    jobs = list(snap.queue)
+    best = 0.0
+
+    def ok(starts: list[Start]) -> bool:
+        chosen = {s.job_id for s in starts}
+        waiting = [
+            Waiting(j.job_id, k, WaitReason.LOWER_PRIORITY)
+            for k, j in enumerate((j for j in jobs if j.job_id not in chosen), 1)
+        ]
+        plan = Plan(T0, tuple(starts), (), tuple(waiting), SolverStats("X", 0.0, 0.0, 0.0))
+        plan = replace(
+            plan, solver=replace(plan.solver, objective=plan_objective(snap, policy, plan))
+        )
+        return not [v for v in validate_plan(snap, policy, plan) if ": reason " not in v]
+
+    def walk(k: int, starts: list[Start], used: set[str]) -> None:
+        nonlocal best
+        if k == len(jobs):
+            if ok(starts):
+                plan = Plan(T0, tuple(starts), (), (), SolverStats("X", 0.0, 0.0, 0.0))
+                best = max(best, plan_objective(snap, policy, plan))
+            return
+        walk(k + 1, starts, used)
+        j = jobs[k]
+        if j.nodes_needed == 0:
+            walk(k + 1, [*starts, Start(j.job_id, ())], used)
+            return
+        for machine_type in j.machine_types:
+            pool = [n.name for n in free if n.machine_type == machine_type and n.name not in used]
+            for combo in combinations(pool, j.nodes_needed):
+                walk(k + 1, [*starts, Start(j.job_id, combo)], used | set(combo))
+
+    walk(0, [], set())
+    return best
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    labs(max_nodes=6, types=("smithi", "vps")),
+    queues(max_jobs=5, choices=("smithi", "vps")),
+    st.lists(st.booleans(), max_size=6),
+    policies(holds=False),
+)
+def test_tiny_instances_reach_brute_force_optimum(
+    lab: list[Node], queue: list[Job], busy: list[bool], policy: Policy
+) -> None:
+    snap = with_running(lab, queue, busy)
+    plan = solve(snap, policy)
+    best = brute_force_best(snap, policy)
+    assert abs(plan.solver.objective - best) <= 1e-6 * max(1.0, best), (plan, best)
+
+
+def tick_until_started(
+    durations: list[int], arrivals: list[int], policy: Policy, big_nodes: int
+) -> float:
+    """Simulate hourly ticks on 4 smithi: a stream of urgent 1-node jobs and one big
+    low-priority job queued at hour 0. Returns the hour the big job started."""
+    lab = tuple(Node(f"smithi{k}", "smithi") for k in range(4))
+    big = Job("big", "nightly", "nobody", 1000, ("smithi",), big_nodes, T0, tube="smithi")
+    queue: list[Job] = [big]
+    running: list[tuple[RunningJob, float]] = []  # (job, end hour)
+    next_id = 0
+    limit_h = policy.reservations.after_hours + policy.max_job_time_s / 3600.0 + 1
+    hour = 0
+    while hour <= limit_h + 5:
+        now = T0 + timedelta(hours=hour)
+        running = [(rj, end) for rj, end in running if end > hour]
+        for _ in range(arrivals[hour % len(arrivals)]):
+            queue.append(
+                Job(
+                    f"u{next_id}",
+                    f"pr{next_id % 3}",
+                    f"dev{next_id % 5}",
+                    10,
+                    ("smithi",),
+                    1,
+                    now,
+                    tube="smithi",
+                )
+            )
+            next_id += 1
+        snap = Snapshot(now, lab, tuple(queue), tuple(rj for rj, _ in running))
+        plan = solve(snap, policy)
+        assert validate_plan(snap, policy, plan) == []
+        by_id = {j.job_id: j for j in queue}
+        for start in plan.starts:
+            if start.job_id == "big":
+                return float(hour)
+            duration = durations[next_id % len(durations)]
+            running.append((RunningJob(by_id[start.job_id], start.nodes, now), hour + duration))
+            next_id += 1
+        started = {s.job_id for s in plan.starts}
+        queue = [j for j in queue if j.job_id not in started]
+        hour += 1
+    return float("inf")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(1, 10), min_size=1, max_size=6),
+    st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    st.integers(2, 4),
+)
+def test_big_job_never_starved_past_bound(
+    durations: list[int], arrivals: list[int], big_nodes: int
+) -> None:
+    policy = policy_from_mapping(
+        {
+            "aging": {"enabled": True, "rate_per_hour": 1.0, "max_boost": 100.0},
+            "reservations": {"enabled": True, "after_hours": 6.0, "max_jobs": 1},
+            "max_job_time_s": 10 * 3600,  # every job above runs at most 10 h
+            "fairness": {"owner_max_share": 1.0, "run_max_share": 1.0},
+        }
+    )
+    started = tick_until_started(durations, arrivals, policy, big_nodes)
+    # Bound: after_hours + max_job_time (hourly ticks: the reservation begins at the first
+    # tick at or past after_hours, and the last node frees at most max_job_time later).
+    assert started <= 6 + 10
+
+
+def test_without_reservations_the_big_job_starves() -> None:
+    """The contrast that makes the bound above meaningful."""
+    policy = policy_from_mapping(
+        {
+            "aging": {"enabled": False},
+            "reservations": {"enabled": False},
+            "max_job_time_s": 10 * 3600,
+            "fairness": {"owner_max_share": 1.0, "run_max_share": 1.0},
+        }
+    )
+    assert tick_until_started([3, 5, 2], [2, 3], policy, 4) == float("inf")
