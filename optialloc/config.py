@@ -111,9 +111,10 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
     elif base == "str":
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
-    elif base == "list[str]":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(key, f"expected a list of strings, got {value!r}")
+    elif base == "list[str]" and (
+        not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+    ):
+        raise ConfigError(key, f"expected a list of strings, got {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(key, f"{value!r} is not one of {', '.join(_CHOICES[key])}")
     return value
@@ -125,7 +126,9 @@ def config_from_mapping(data: dict[str, Any], *, source: str = "config") -> Conf
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
-            log.warning("%s: unknown key %r ignored (known keys are in docs/configuration.md)", source, key)
+            log.warning(
+                "%s: unknown key %r ignored (known keys are in docs/configuration.md)", source, key
+            )
             continue
         values[key] = _check_type(key, value, str(known[key].type))
     config = Config(**values)
@@ -147,13 +150,17 @@ def load_config(path: str | None = None) -> Config:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
     except FileNotFoundError as exc:
-        raise ConfigError("--config", f"{path} does not exist: pass an existing file or unset {CONFIG_ENV}") from exc
+        raise ConfigError(
+            "--config", f"{path} does not exist: pass an existing file or unset {CONFIG_ENV}"
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError("--config", f"{path} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            "--config", f"{path} must hold a mapping of keys, got {type(data).__name__}"
+        )
     return config_from_mapping(data, source=path)
 
 

@@ -60,6 +60,7 @@ class DispatcherSettings:
     launch_timeout_s: float = 10.0  # how long a launch may take before it is presumed dead
     report_results: bool = True  # False for teuthology: the supervisor reports pass/fail
     positions_every_s: float = 5.0  # how stale the stored queue positions may get (big queues)
+    journal_days: int = 30  # settled dispatch attempts are kept this long
 
 
 @dataclass
@@ -168,6 +169,13 @@ class Dispatcher:
     def reconcile(self) -> list[str]:
         """Start-up repair (see `optialloc.reconcile`); returns what was repaired."""
         repairs = reconcile(self)
+        pruned = self.journal.prune(self.clock.now() - timedelta(days=self.settings.journal_days))
+        if pruned:
+            log.info(
+                "journal: forgot %d settled attempt(s) older than %d days",
+                pruned,
+                self.settings.journal_days,
+            )
         since = self.clock.now() - timedelta(seconds=HISTORY_S)
         self.usage.load(self.journal.finished_since(since))
         self._reconciled = True

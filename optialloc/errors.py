@@ -58,7 +58,9 @@ class PlanRejected(OptiallocError):
 
     def __init__(self, violations: list[str]) -> None:
         self.violations = violations
-        super().__init__(f"plan rejected: {len(violations)} violation(s): " + "; ".join(violations[:5]))
+        super().__init__(
+            f"plan rejected: {len(violations)} violation(s): " + "; ".join(violations[:5])
+        )
 
 
 class BackendUnavailable(OptiallocError):

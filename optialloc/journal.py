@@ -232,6 +232,13 @@ class Journal:
         ).fetchall()
         return [_row(r) for r in records]
 
+    def prune(self, before: datetime) -> int:
+        """Forget settled attempts last updated before `before`; returns how many."""
+        cursor = self._db.execute(
+            "DELETE FROM dispatch WHERE settled = 1 AND updated_at < ?", (before.isoformat(),)
+        )
+        return int(cursor.rowcount or 0)
+
     def unsettled_ended(self) -> list[DispatchRow]:
         """Terminal rows whose duties to the queue and lock server are not done yet."""
         records = self._db.execute(

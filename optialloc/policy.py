@@ -106,7 +106,7 @@ class Policy:
 
 # ----------------------------------------------------------------------------- loading
 
-# (field, kind, low, high): kind is float, int or bool; ranges are inclusive.
+# dotted field -> (kind, low, high): kind is float, int or bool; ranges are inclusive.
 _RANGES: dict[str, tuple[type, float, float]] = {
     "weights.scale": (float, 1e-3, 1e9),
     "weights.lighter_job_bonus": (float, 0.0, 1.0),
@@ -170,8 +170,8 @@ def _section(name: str, data: Any) -> Any:
 def policy_from_mapping(data: Mapping[str, Any], source: str = "<policy>") -> Policy:
     """Validate a policy mapping (as loaded from YAML); missing keys take their defaults.
 
-    Raises `PolicyError` naming the dotted field (prefixed with `source`) and
-    the allowed values.
+    Raises `PolicyError` whose `field` is the dotted field (e.g. `aging.rate_per_hour`)
+    and whose problem states the allowed values and, for files, ends with `(in <source>)`.
     """
     if not isinstance(data, Mapping):
         raise PolicyError(

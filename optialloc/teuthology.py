@@ -51,11 +51,15 @@ def load_body(text: str | bytes) -> dict[str, Any]:
     """Load a raw beanstalk body (YAML) into a mapping, or raise `JobParseError`."""
     if isinstance(text, bytes):
         if len(text) > MAX_BODY_BYTES:
-            raise JobParseError("body", f"{len(text)} bytes is over the {MAX_BODY_BYTES}-byte limit")
+            raise JobParseError(
+                "body", f"{len(text)} bytes is over the {MAX_BODY_BYTES}-byte limit"
+            )
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise JobParseError("body", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+            raise JobParseError(
+                "body", f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
     if len(text) > MAX_BODY_BYTES:
         raise JobParseError("body", f"{len(text)} characters is over the {MAX_BODY_BYTES} limit")
     try:
@@ -64,7 +68,9 @@ def load_body(text: str | bytes) -> dict[str, Any]:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise JobParseError("body", f"not valid YAML ({first})") from exc
     if not isinstance(loaded, dict):
-        raise JobParseError("body", f"expected a YAML mapping of job fields, got {type(loaded).__name__}")
+        raise JobParseError(
+            "body", f"expected a YAML mapping of job fields, got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -103,7 +109,9 @@ def _nodes_needed(body: Mapping[str, Any]) -> int:
     if roles is None:
         return 0
     if not isinstance(roles, list):
-        raise JobParseError("roles", f"expected a list of lists (one per node), got {type(roles).__name__}")
+        raise JobParseError(
+            "roles", f"expected a list of lists (one per node), got {type(roles).__name__}"
+        )
     for index, node_roles in enumerate(roles):
         if not isinstance(node_roles, list):
             raise JobParseError(
@@ -118,9 +126,13 @@ def _machine_types(body: Mapping[str, Any], tube: str) -> tuple[str, ...]:
     if value is None:
         if tube and tube != MULTI_TUBE:
             return (tube,)
-        raise JobParseError("machine_type", "missing: set machine_type (e.g. smithi or 'smithi,mira')")
+        raise JobParseError(
+            "machine_type", "missing: set machine_type (e.g. smithi or 'smithi,mira')"
+        )
     if not isinstance(value, str):
-        raise JobParseError("machine_type", f"expected a string such as 'smithi,mira', got {value!r}")
+        raise JobParseError(
+            "machine_type", f"expected a string such as 'smithi,mira', got {value!r}"
+        )
     types = split_machine_types(value)
     if not types:
         raise JobParseError("machine_type", "empty: name at least one machine type")
@@ -132,7 +144,9 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     if isinstance(value, datetime):
         return utc(value)
     if not isinstance(value, str):
-        raise JobParseError(field, f"expected a timestamp such as '2026-11-24T18:00:00Z', got {value!r}")
+        raise JobParseError(
+            field, f"expected a timestamp such as '2026-11-24T18:00:00Z', got {value!r}"
+        )
     text = value.strip()
     for fmt in ("%Y-%m-%d_%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
         try:
@@ -164,13 +178,17 @@ def parse_job(
     """
     mapping = load_body(body) if isinstance(body, str | bytes) else body
     if not isinstance(mapping, Mapping):
-        raise JobParseError("body", f"expected a mapping of job fields, got {type(mapping).__name__}")
+        raise JobParseError(
+            "body", f"expected a mapping of job fields, got {type(mapping).__name__}"
+        )
     machine_types = _machine_types(mapping, tube)
     nodes_needed = _nodes_needed(mapping)
     body_priority = _priority(mapping)
     if queued_at is None:
         if mapping.get("timestamp") is None:
-            raise JobParseError("timestamp", "no submission time: the queue gave none and the body has no timestamp")
+            raise JobParseError(
+                "timestamp", "no submission time: the queue gave none and the body has no timestamp"
+            )
         queued_at = parse_timestamp(mapping["timestamp"], "timestamp")
     owner = _optional_str(mapping, "owner") or ""
     run = _optional_str(mapping, "name") or ""

@@ -12,7 +12,6 @@ once), the real solver and validator, a journal on disk.
    validate, record positions, commit, launch), and the solver's share.
 
 Usage: python tests/bench_dispatcher.py [--runs 3] [--jobs 10000] [--queued 20000]
-       [--queue-sync-normal]   (experiment: the queue store without an fsync per commit)
 Prints the median over the runs for each figure.
 """
 
@@ -94,10 +93,6 @@ def put_jobs(port: int, count: int, seed: int) -> None:
     conn.close()
 
 
-#: Experiment only (--queue-sync-normal): the queue store's commits without fsync.
-QUEUE_SYNC_NORMAL = False
-
-
 def build(tmp: Path, port: int, held_by_others: int = 0) -> tuple[Dispatcher, Journal]:
     state = tmp / "state"
     config = Config(state_dir=str(state), queue_backend="beanstalk", queue_port=port)
@@ -110,10 +105,6 @@ def build(tmp: Path, port: int, held_by_others: int = 0) -> tuple[Dispatcher, Jo
         other.close()
     journal = Journal(str(state / "journal.sqlite"))
     queue = open_queue(config)
-    if QUEUE_SYNC_NORMAL:
-        # What the figures would be if the queue store did not fsync each claim/delete
-        # (it runs PRAGMA synchronous=FULL); reaches into the adapter on purpose.
-        queue.store._db.execute("PRAGMA synchronous=NORMAL")  # type: ignore[attr-defined]
     dispatcher = Dispatcher(
         queue=queue,
         inventory=inventory,
@@ -180,14 +171,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--queued", type=int, default=20_000)
-    parser.add_argument(
-        "--queue-sync-normal",
-        action="store_true",
-        help="experiment: the queue store without fsync per commit",
-    )
     args = parser.parse_args()
-    global QUEUE_SYNC_NORMAL
-    QUEUE_SYNC_NORMAL = args.queue_sync_normal
     logging.basicConfig(level=logging.ERROR)
     rates = []
     for run in range(args.runs):

@@ -29,7 +29,7 @@ def die() -> None:
 
 
 class DyingConnection:
-    """A SQLite connection that dies after its 10th job row insert, mid-transaction."""
+    """A SQLite connection that dies at its 10th job row insert, mid-transaction."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -42,6 +42,20 @@ class DyingConnection:
                 assert self._db.in_transaction
                 die()
         return self._db.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: list[tuple[object, ...]]) -> sqlite3.Cursor:
+        if not sql.startswith("INSERT INTO jobs"):
+            return self._db.executemany(sql, rows)
+
+        def counted() -> object:
+            for row in rows:
+                self._inserts += 1
+                if self._inserts == 10:
+                    assert self._db.in_transaction
+                    die()
+                yield row
+
+        return self._db.executemany(sql, counted())
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._db, name)
@@ -60,14 +74,15 @@ def main() -> None:
 
         queue_store.QueueStore.insert = insert  # type: ignore[method-assign]
     elif step in ("commit", "delete"):
-        original_delete = Wire.delete_many
+        original_send = Wire.send_deletes
 
-        def delete_many(self, jids):  # type: ignore[no-untyped-def]
+        def send_deletes(self, jids):  # type: ignore[no-untyped-def]
             if step == "delete":
-                original_delete(self, jids[: len(jids) // 2])
+                original_send(self, jids[: len(jids) // 2])
+                self.read_deletes(jids[: len(jids) // 2])
             die()
 
-        Wire.delete_many = delete_many  # type: ignore[method-assign]
+        Wire.send_deletes = send_deletes  # type: ignore[method-assign]
     elif step == "confirm":
 
         def confirm(self, job_ids):  # type: ignore[no-untyped-def]

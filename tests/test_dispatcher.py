@@ -359,3 +359,23 @@ def test_waiting_reasons_are_logged_only_when_they_change(caplog: pytest.LogCapt
         d.tick()
     lines = [r.getMessage() for r in caplog.records if "waits" in r.getMessage()]
     assert lines == ["tick 1: job 1 waits: not_enough_nodes: needs 9 smithi, 4 free"]
+
+
+def test_count_mode_lock_that_picks_other_nodes_is_recorded_and_used() -> None:
+    d, _queue, inventory, runner = _dispatcher([_job("1", 2)], _plan(("1", ("n1", "n2"))))
+
+    def lock_many(names: Sequence[str], description: str) -> list[Node]:
+        picked = ["n3", "n4"]  # paddles' lock_many chooses its own free nodes
+        for name in picked:
+            inventory.locks[name] = description
+        return [Node(name, "smithi", locked=True, description=description) for name in picked]
+
+    inventory.lock = lock_many  # type: ignore[method-assign]
+    report = d.tick()
+    assert report.started == ["1"]
+    (row,) = d.journal.open_rows()
+    assert row.nodes == ("n3", "n4")
+    assert [job.nodes for job in d.running_jobs()] == [("n3", "n4")]
+    runner.end("1", 0)
+    d.tick()
+    assert inventory.held() == []

@@ -94,3 +94,14 @@ def test_memory_journal_for_the_simulator() -> None:
     row_id = journal.intent(_job(), ["smithi001"], "/a", 1, NOW)
     assert journal.get(row_id) is not None
     assert journal.open_rows()[0].job_id == "7"
+
+
+def test_prune_forgets_only_old_settled_attempts(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path / JOURNAL_FILE))
+    old = journal.intent(_job("1"), [], "/a/1", 1, NOW - timedelta(days=40))
+    journal.settle(old, NOW - timedelta(days=40))
+    still_open = journal.intent(_job("2"), [], "/a/2", 1, NOW - timedelta(days=40))
+    recent = journal.intent(_job("3"), [], "/a/3", 1, NOW)
+    journal.settle(recent, NOW)
+    assert journal.prune(NOW - timedelta(days=30)) == 1
+    assert [r.id for r in journal.all_rows()] == [still_open, recent]

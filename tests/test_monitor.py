@@ -106,7 +106,8 @@ def test_silent_job_is_killed_after_the_progress_threshold(tmp_path: Path) -> No
     job_id = lab.put(nodes=2)
     lab.tick()
     (handle,) = lab.dispatcher.handles()
-    wait_for(lambda: (Path(handle.archive_path) / "output.log").stat().st_size > 0)
+    log = Path(handle.archive_path) / "output.log"
+    wait_for(lambda: log.exists() and log.stat().st_size > 0)
     clock.advance(59)
     assert lab.tick().killing == []
     clock.advance(2)

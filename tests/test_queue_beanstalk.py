@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import _wait_listening, free_port
 from queue_support import (
     COMPAT_BODY,
     body,
@@ -186,3 +189,57 @@ def test_non_utf8_body_is_buried_not_dropped(beanstalkd, tmp_path: Path) -> None
     [buried] = queue.buried()
     assert buried.reason.startswith("body: not UTF-8")
     queue.close()
+
+
+def test_dispatcher_mode_serves_stored_jobs_through_an_outage(
+    beanstalkd, tmp_path: Path, caplog
+) -> None:
+    queue = BeanstalkQueue(
+        str(tmp_path / "d.sqlite"), "127.0.0.1", beanstalkd.port, retry_s=0.5, tolerate_outage=True
+    )
+    for i in range(3):
+        raw_put(beanstalkd.port, "smithi", body(f"t{i}"), priority=100)
+    assert len(queue.pending()) == 3
+    beanstalkd.stop(kill=True)
+    caplog.set_level(logging.WARNING, logger="optialloc.adapters.beanstalk_queue")
+    for _ in range(3):  # ticks go on with what the store holds
+        jobs = queue.pending()
+        assert [marker_of(j.description) for j in jobs] == ["t0", "t1", "t2"]
+    assert queue.claim(jobs[0].job_id)
+    queue.delete(jobs[0].job_id)
+    assert [s.ready for s in queue.stats() if s.tube == "smithi"] == [2]
+    assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
+    with pytest.raises(BackendUnavailable):  # a put has nowhere to go: that still fails
+        queue.put("smithi", body("lost?"), 100)
+    beanstalkd.start()
+    raw_put(beanstalkd.port, "smithi", body("t3"), priority=100)
+    assert [marker_of(j.description) for j in queue.pending()] == ["t1", "t2", "t3"]
+    queue.close()
+
+
+def test_huge_body_from_a_big_beanstalkd_is_buried_with_reason(tmp_path: Path) -> None:
+    """With `-z` raised, beanstalkd takes bodies over optialloc's 1 MiB limit: buried, not lost."""
+    binary = shutil.which("beanstalkd")
+    if binary is None:
+        pytest.fail("beanstalkd is required: install it (apt-get install beanstalkd)")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "-l", "127.0.0.1", "-p", str(port), "-z", str(4 * 1024 * 1024)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port)
+        huge = body("huge") + "padding: " + "x" * (2 * 1024 * 1024) + "\n"
+        huge_id = raw_put(port, "smithi", huge, priority=1)
+        raw_put(port, "smithi", body("next"), priority=100)
+        queue = open_beanstalk(tmp_path, port)
+        assert [marker_of(j.description) for j in queue.pending()] == ["next"]
+        [buried] = queue.buried()
+        assert buried.job_id == str(huge_id)
+        assert buried.reason.startswith("body: ") and "limit" in buried.reason
+        assert buried.body == huge
+        queue.close()
+    finally:
+        server.kill()
+        server.wait()

@@ -89,6 +89,7 @@ def test_a_new_runner_adopts_a_job_started_by_another(tmp_path: Path) -> None:
     archive = str(tmp_path / "a")
     first = CommandRunner("sh -c 'sleep 0.5; exit 4'")
     handle = first.launch(_job(), NODES, archive)
+    wait_for(lambda: read_pid(archive) == handle.pid)  # the wrapper has claimed the attempt
     second = CommandRunner("true")  # as after a dispatcher restart
     adopted = second.adopt("42", archive)
     assert adopted is not None and adopted.pid == handle.pid

@@ -114,7 +114,7 @@ def test_kill_at_each_commit_step_then_restart_loses_nothing_and_runs_nothing_tw
     finish_and_check(tmp_path, config, expected)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_random_kill_9_over_several_restarts(tmp_path: Path, seed: int) -> None:
     config, expected = setup_lab(tmp_path, 14, seed)
     rng = random.Random(seed)

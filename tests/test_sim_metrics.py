@@ -102,3 +102,22 @@ def test_small_helpers() -> None:
         "200-999",
         ">=1000",
     ]
+
+
+def test_a_snapshot_replay_measures_utilization_over_the_replay() -> None:
+    # both jobs were submitted before the replay and ran after the last submit
+    records = [_rec("1", -100, 50, 1, 1000, "x", "r", 0), _rec("2", -50, 100, 2, 1000, "x", "r", 0)]
+    m = summarize(SimResult("t", {"a": 2}, records))
+    assert (m["window_start_s"], m["window_end_s"]) == (0, 100)
+    assert m["utilization"] == pytest.approx((50 + 200) / (2 * 100))
+
+
+def test_when_nothing_ran_waits_count_until_the_last_event() -> None:
+    records = [
+        _rec("1", 0, 10, 4, 1000, "x", "r", None),
+        _rec("2", 30, 10, 1, 1000, "x", "r", None),
+    ]
+    m = summarize(SimResult("t", {"a": 2}, records, end_time=30.0))
+    assert m["never_started"] == 2
+    assert m["max_wait_s"] == 30 and m["mean_wait_s"] == 15
+    assert m["utilization"] == 0

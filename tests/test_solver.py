@@ -177,7 +177,7 @@ def test_reservation_holds_nodes_for_starved_big_job() -> None:
     }
     waits = {w.job_id: w for w in plan.waiting}
     assert waits["urgent"].reason == WaitReason.HELD_FOR_JOB
-    assert "2 held for job big" in waits["urgent"].detail
+    assert "2 held for job(s) big" in waits["urgent"].detail
     assert waits["big"].position == 1
     # Not yet starved, or reservations off: the urgent job takes a node.
     young = [job("big", 4, priority=1000, waited_h=20), job("urgent", 1, priority=10)]
@@ -186,6 +186,10 @@ def test_reservation_holds_nodes_for_starved_big_job() -> None:
     # Enough nodes: the reserved job starts at once, ahead of urgent work.
     plan = solve_checked(snapshot(nodes("smithi", 4), queue), policy)
     assert set(started(plan)) == {"big"} and plan.held == ()
+    # Nothing is held then: the urgent job lost to a starved job, not to a hold.
+    urgent = {w.job_id: w for w in plan.waiting}["urgent"]
+    assert urgent.reason == WaitReason.LOWER_PRIORITY
+    assert "4 given to starved job(s) big" in urgent.detail
 
 
 def test_head_of_queue_reservation() -> None:
@@ -284,3 +288,30 @@ def test_tiny_time_limit_still_gives_a_valid_plan() -> None:
     plan = solve_checked(snap, policy)
     assert plan.solver.status in ("OPTIMAL", "FEASIBLE")
     assert plan.solver.bound >= plan.solver.objective > 0
+
+
+def test_usage_penalty_favours_light_users() -> None:
+    policy = with_(PLAIN, fairness={"usage_penalty": 2.0})
+    queue = [job("heavy", 1, owner="alice"), job("light", 1, owner="bob")]
+    usage = {"alice": 9_000.0, "bob": 1_000.0}
+    plan = solve_checked(snapshot(nodes("smithi", 1), queue, usage=usage), policy)
+    assert set(started(plan)) == {"light"}
+    plan = solve_checked(snapshot(nodes("smithi", 1), queue, usage={"bob": 5.0}), policy)
+    assert set(started(plan)) == {"heavy"}  # now bob is the only user with history
+
+
+def test_positions_follow_dispatch_order() -> None:
+    policy = with_(PLAIN, reservations={"enabled": True, "after_hours": 24, "max_jobs": 1})
+    lab = [*nodes("smithi", 1), Node("smithi002", "smithi", locked=True, locked_by="x")]
+    queue = [
+        job("low", 1, priority=500),
+        job("old-big", 2, priority=900, waited_h=48),
+        job("urgent-2", 2, priority=10),
+        job("urgent-1", 1, priority=10, waited_h=1),
+        job("urgent-1b", 1, priority=10),
+    ]
+    plan = solve_checked(snapshot(lab, queue), policy)
+    assert plan.starts == ()  # the only free node is held for the starved 2-node job
+    order = [w.job_id for w in sorted(plan.waiting, key=lambda w: w.position)]
+    # reserved first; then priority, fewer nodes, older, id
+    assert order == ["old-big", "urgent-1", "urgent-1b", "urgent-2", "low"]

@@ -278,3 +278,54 @@ def test_without_reservations_the_big_job_starves() -> None:
         }
     )
     assert tick_until_started([3, 5, 2], [2, 3], policy, 4) == float("inf")
+
+
+@st.composite
+def capped_labs(draw: st.DrawFn) -> tuple[Snapshot, Policy]:
+    """One or two single-pool types, many small jobs, binding owner and run caps."""
+    lab = [Node(f"smithi{k:02d}", "smithi") for k in range(draw(st.integers(3, 24)))]
+    lab += [Node(f"mira{k:02d}", "mira") for k in range(draw(st.integers(0, 8)))]
+    queue = [
+        job(
+            f"j{k}",
+            draw(st.integers(1, 3)),
+            draw(st.sampled_from(("smithi", "smithi", "mira", "smithi,mira"))),
+            priority=draw(st.sampled_from((10, 15, 20, 50, 75, 100, 500))),
+            owner=f"o{draw(st.integers(0, 4))}",
+            run=f"r{draw(st.integers(0, 5))}",
+        )
+        for k in range(draw(st.integers(5, 60)))
+    ]
+    policy = policy_from_mapping(
+        {
+            "aging": {"enabled": False},
+            "reservations": {"enabled": False},
+            "fairness": {
+                "owner_max_share": draw(st.sampled_from((0.2, 0.35, 0.5, 1.0))),
+                "run_max_share": draw(st.sampled_from((0.15, 0.25, 0.4, 1.0))),
+            },
+            "reimaged_types": ["smithi", "mira"],
+        }
+    )
+    return Snapshot(T0, tuple(lab), tuple(queue)), policy
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(capped_labs())
+def test_dropping_dominated_classes_keeps_the_optimum(case: tuple[Snapshot, Policy]) -> None:
+    """The exchange-argument pruning (optialloc.solver.classes) never loses objective."""
+    from optialloc.solver import classes
+
+    snap, policy = case
+    pruned = solve(snap, policy)
+    classes.DROP_DOMINATED = False
+    try:
+        full = solve(snap, policy)
+    finally:
+        classes.DROP_DOMINATED = True
+    assert full.solver.status in ("OPTIMAL", "TRIVIAL")
+    assert pruned.solver.status in ("OPTIMAL", "TRIVIAL")
+    assert abs(pruned.solver.objective - full.solver.objective) <= 1e-6 * max(
+        1.0, full.solver.objective
+    )
+    assert validate_plan(snap, policy, pruned) == []

@@ -27,14 +27,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import beanstalkc
 import yaml
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from optialloc.adapters.embedded_queue import EmbeddedQueue, check_priority
-from optialloc.adapters.queue_beanstalk_wire import Reserved, Wire, WireError
+from optialloc.adapters.queue_beanstalk_wire import JobInfo, Reserved, Wire, WireError
 from optialloc.adapters.queue_body import body_hash
 from optialloc.adapters.queue_store import NewJob
 from optialloc.errors import BackendUnavailable, InputError
@@ -50,6 +57,14 @@ _NETWORK_ERRORS = (OSError, beanstalkc.SocketError, WireError)
 BATCH = 5000
 #: Reservations asked for first; most ticks find fewer new jobs than this.
 PROBE = 16
+
+
+@dataclass(frozen=True)
+class _Owed:
+    """Jobs committed to the store whose beanstalkd deletes are not yet confirmed."""
+
+    jids: list[int]
+    job_ids: list[str]
 
 
 def _reason(exc: BaseException) -> str:
@@ -71,13 +86,18 @@ class BeanstalkQueue(EmbeddedQueue):
         port: int = 11300,
         tubes: Sequence[str] = (),
         retry_s: float = 5.0,
+        tolerate_outage: bool = False,
     ) -> None:
         super().__init__(store_path)
         self.host, self.port = host, port
         self._tubes = frozenset(tubes)
         self.retry_s = retry_s
+        #: Reads serve the jobs already in the store while beanstalkd is down (the dispatcher),
+        #: instead of raising `BackendUnavailable` (the CLI).
+        self.tolerate_outage = tolerate_outage
         self._conn: beanstalkc.Connection | None = None
         self._wire: Wire | None = None
+        self._owed: _Owed | None = None  # deletes sent on `_wire`, answers not yet read
         self._outage_since: float | None = None
 
     @property
@@ -108,6 +128,8 @@ class BeanstalkQueue(EmbeddedQueue):
                     closer()
         self._conn = None
         self._wire = None
+        # Reservations die with the connection: those jobs come back and are recognised.
+        self._owed = None
 
     def _call(self, action: Callable[[], T]) -> T:
         """Run `action`, reconnecting with backoff on network errors; one log line per outage."""
@@ -126,9 +148,11 @@ class BeanstalkQueue(EmbeddedQueue):
                     _reason(state.outcome.exception()),
                 )
 
+        # Within a known outage, one attempt per call: a tick must not wait out the backoff.
+        stop = stop_after_attempt(1) if self._outage_since is not None else None
         try:
             for attempt in Retrying(
-                stop=stop_after_delay(self.retry_s),
+                stop=stop or stop_after_delay(self.retry_s),
                 wait=wait_exponential(multiplier=0.05, max=1.0),
                 retry=retry_if_exception_type(_NETWORK_ERRORS),
                 before_sleep=on_retry,
@@ -161,22 +185,67 @@ class BeanstalkQueue(EmbeddedQueue):
             return self._tubes
         return frozenset(self._call(lambda: self._connection().tubes()))
 
-    def _sync(self) -> None:
-        tubes = set(self.served_tubes())
-        self._call(lambda: self._ingest(tubes))
+    def _sync(self, defer: bool = False) -> None:
+        try:
+            tubes = set(self.served_tubes())
+            self._call(lambda: self._ingest(tubes))
+            if not defer:
+                self._after_read()
+        except BackendUnavailable:
+            if not self.tolerate_outage:
+                raise
+            # Logged once per outage by `_call`; the store still has every job taken in.
 
     def _ingest(self, tubes: set[str]) -> int:
+        """Move every ready job of `tubes` into the store, in batches; returns how many.
+
+        The deletes of a batch already committed to the store are sent to
+        beanstalkd before the next batch is scanned and stored, and their
+        answers read after it, so beanstalkd (which writes each delete to its
+        binlog) works while this process does. The last batch's deletes are
+        left outstanding (`_owed`) and finished by `_after_read`, after the view
+        is built. Dying with deletes outstanding is the "after the commit,
+        before the deletes" case of the module docstring.
+        """
         wire = self._wire_connection()
+        self._finish_owed()
         wire.watch_only(tubes)
         moved = 0
+        owed: _Owed | None = None  # committed to the store, not yet deleted in beanstalkd
         while True:
             batch = self._reserve(wire, BATCH)
-            if not batch:
-                return moved
-            self._store_batch(wire, batch)
+            infos = wire.stats_jobs([r.jid for r in batch]) if batch else {}
+            if owed is not None:
+                wire.send_deletes(owed.jids)
+            done = self._store_batch(batch, infos) if batch else None
+            if owed is not None:
+                wire.read_deletes(owed.jids)
+                self.store.confirm_source_deleted(owed.job_ids)
+            owed = done
             moved += len(batch)
-            if len(batch) < BATCH:
-                return moved
+            if owed is None or len(batch) < BATCH:
+                break
+        if owed is not None:
+            wire.send_deletes(owed.jids)
+            self._owed = owed
+        return moved
+
+    def _finish_owed(self) -> None:
+        """Read the answers to the deletes `_ingest` left outstanding and record them."""
+        owed, self._owed = self._owed, None
+        if owed is not None and self._wire is not None:
+            self._wire.read_deletes(owed.jids)
+            self.store.confirm_source_deleted(owed.job_ids)
+
+    def _after_read(self) -> None:
+        if self._owed is None:
+            return
+        try:
+            self._call(self._finish_owed)
+        except BackendUnavailable:
+            if not self.tolerate_outage:
+                raise
+            # The jobs are stored; beanstalkd re-delivers them later and they are recognised.
 
     @staticmethod
     def _reserve(wire: Wire, limit: int) -> list[Reserved]:
@@ -195,8 +264,8 @@ class BeanstalkQueue(EmbeddedQueue):
             ask *= 4
         return got
 
-    def _store_batch(self, wire: Wire, batch: list[Reserved]) -> None:
-        infos = wire.stats_jobs([r.jid for r in batch])
+    def _store_batch(self, batch: list[Reserved], infos: dict[int, JobInfo]) -> _Owed:
+        """Commit the new jobs of `batch` durably; returns what to delete from beanstalkd."""
         now = time.time()
         texts: dict[int, tuple[str, str | None]] = {}
         for r in batch:
@@ -238,8 +307,7 @@ class BeanstalkQueue(EmbeddedQueue):
                 len(redelivered),
             )
         stored = self.store.insert(fresh)  # durable before anything leaves beanstalkd
-        wire.delete_many([r.jid for r in batch if r.jid in infos])
-        self.store.confirm_source_deleted(stored + redelivered)
+        return _Owed([r.jid for r in batch if r.jid in infos], stored + redelivered)
 
     # -- beanstalkd's own view -------------------------------------------------------
 
@@ -255,7 +323,12 @@ class BeanstalkQueue(EmbeddedQueue):
                     continue
             return out
 
-        return self._call(read)
+        try:
+            return self._call(read)
+        except BackendUnavailable:
+            if not self.tolerate_outage:
+                raise
+            return {}
 
     def _backend_pauses(self) -> dict[str, int]:
         return {t: int(s.get("pause-time-left", 0)) for t, s in self._tube_stats().items()}
@@ -329,5 +402,8 @@ class BeanstalkQueue(EmbeddedQueue):
         return super().kick(job_ids)
 
     def close(self) -> None:
+        if self._owed is not None:
+            with contextlib.suppress(Exception):  # if it fails, beanstalkd re-delivers them
+                self._finish_owed()
         self._drop_connections()
         super().close()

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 from optialloc.adapters.queue_body import from_epoch
 from optialloc.adapters.queue_store import NewJob, QueueStore, Row
+from optialloc.adapters.queue_validate import BackgroundValidator
 from optialloc.adapters.queue_view import QueueView
 from optialloc.domain import Job
-from optialloc.errors import InputError, NotFound
+from optialloc.errors import InputError
 from optialloc.ports import BuriedJob, TubeStats
 from optialloc.teuthology import TEUTHOLOGY_TTR
 
@@ -50,10 +51,17 @@ class EmbeddedQueue:
     def __init__(self, path: str) -> None:
         self.store = QueueStore(path)
         self._view = QueueView(self.store)
+        #: Parses scanned bodies fully in a background process (see `queue_validate`).
+        self.validator = BackgroundValidator(self.store)
         self._lock = threading.RLock()  # the view and connections may be shared by threads
 
     # Subclasses pull jobs in from elsewhere before every read.
-    def _sync(self) -> None:
+    def _sync(self, defer: bool = False) -> None:
+        """Take in new jobs; with `defer`, backend work may go on until `_after_read`."""
+        return None
+
+    def _after_read(self) -> None:
+        """Work a subclass left running in the backend while the view was built."""
         return None
 
     def _backend_pauses(self) -> dict[str, int]:
@@ -68,8 +76,10 @@ class EmbeddedQueue:
 
     def pending(self) -> Sequence[Job]:
         with self._lock:
-            self._sync()
-            self._view.refresh()
+            self._sync(defer=True)
+            self._view.refresh()  # while beanstalkd works on the deletes of the last ingest
+            self._after_read()
+            self.validator.start_if_needed()
             return self._view.jobs("pending")
 
     def claimed(self) -> Sequence[Job]:
@@ -99,10 +109,11 @@ class EmbeddedQueue:
     # -- changes ----------------------------------------------------------------
 
     def claim(self, job_id: str) -> bool:
-        try:
-            return self.store.transition(job_id, "claimed", only_from=("pending",))
-        except NotFound:
-            return False
+        """Take a pending job; a body only scanned so far is parsed fully first.
+
+        One that does not parse is buried with the reason and not claimed (False).
+        """
+        return self.store.claim(job_id)
 
     def release(self, job_id: str) -> None:
         self.store.transition(job_id, "pending", only_from=("claimed",))
@@ -121,7 +132,9 @@ class EmbeddedQueue:
         job = NewJob(
             tube=tube, body=body, priority=check_priority(priority), ttr=ttr, queued_at=time.time()
         )
-        return self.store.insert([job])[0]
+        job_id = self.store.insert([job])[0]
+        self.validator.start_if_needed()
+        return job_id
 
     def kick(self, job_ids: Sequence[str]) -> list[str]:
         return self.store.kick(job_ids)
@@ -165,4 +178,5 @@ class EmbeddedQueue:
         ]
 
     def close(self) -> None:
+        self.validator.close()
         self.store.close()

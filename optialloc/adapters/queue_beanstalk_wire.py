@@ -122,7 +122,18 @@ class Wire:
 
     def delete_many(self, jids: list[int]) -> None:
         """Delete jobs reserved here; ids already gone are fine."""
+        self.send_deletes(jids)
+        self.read_deletes(jids)
+
+    def send_deletes(self, jids: list[int]) -> None:
+        """Send the deletes only: beanstalkd works on them while this process does other work.
+
+        The next thing read from this connection must be `read_deletes(jids)`.
+        """
         self._send([b"delete %d\r\n" % jid for jid in jids])
+
+    def read_deletes(self, jids: list[int]) -> None:
+        """The answers to `send_deletes(jids)`; ids already gone are fine."""
         for jid in jids:
             answer = self._line()
             if answer not in (b"DELETED", b"NOT_FOUND"):

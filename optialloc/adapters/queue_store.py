@@ -17,172 +17,30 @@ is how a job re-delivered after a crash is recognised (see docs/queue.md).
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from optialloc.adapters.queue_body import Checked, check_body, check_many
-from optialloc.errors import BackendUnavailable, NotFound
+from optialloc.adapters.queue_body import Checked, build_job, check_body, check_many, scan_many
+from optialloc.adapters.queue_db import COLUMNS, NewJob, Row, StoreBase
+from optialloc.errors import JobParseError, NotFound
+
+__all__ = ["SCAN_AT", "NewJob", "QueueStore", "Row"]
 
 log = logging.getLogger(__name__)
 
-#: Deleted rows are kept this long (seconds) for incremental readers and dedupe.
-DELETED_RETENTION_S = 7 * 86400
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT UNIQUE,
-    tube TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    body TEXT NOT NULL,
-    body_json TEXT,
-    queued_at REAL NOT NULL,
-    ttr INTEGER NOT NULL,
-    reason TEXT,
-    state_at REAL NOT NULL,
-    run TEXT,
-    owner TEXT,
-    nodes INTEGER,
-    source_id TEXT,
-    body_hash TEXT,
-    source_done INTEGER NOT NULL DEFAULT 1,
-    updated_seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated_seq);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, priority, seq);
-CREATE INDEX IF NOT EXISTS jobs_source ON jobs (source_id);
-CREATE TABLE IF NOT EXISTS tubes (tube TEXT PRIMARY KEY, paused_until REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('changes', 0);
-"""
-
-#: Columns every reader gets, in this order (see `Row`).
-COLUMNS = (
-    "seq, job_id, tube, priority, state, body, body_json, queued_at, reason, state_at,"
-    " run, owner, nodes"
-)
+#: From this many new jobs in one insert, bodies are scanned (`queue_scan`), not parsed:
+#: the full parse happens in the background and before a claim (see docs/queue.md).
+SCAN_AT = 100
 
 
-@dataclass(frozen=True)
-class Row:
-    """One stored job as readers see it."""
-
-    seq: int
-    job_id: str
-    tube: str
-    priority: int
-    state: str
-    body: str
-    body_json: str | None
-    queued_at: float
-    reason: str | None
-    state_at: float
-    run: str | None
-    owner: str | None
-    nodes: int | None
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A job about to enter the store (from `put` or from a beanstalk reservation)."""
-
-    tube: str
-    body: str
-    priority: int
-    ttr: int
-    queued_at: float
-    source_id: str | None = None
-    body_hash: str | None = None
-    error: str | None = None  # already known to be unusable (e.g. not UTF-8): bury with this
-
-
-class QueueStore:
+class QueueStore(StoreBase):
     """The job table in one SQLite file; safe to open from many processes at once."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.RLock()  # one connection, possibly used from several threads
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "PRAGMA synchronous=FULL"
-            )  # a committed ingest must survive power loss
-            self._init_schema()
-        except (OSError, sqlite3.Error) as exc:
-            raise BackendUnavailable(
-                f"cannot open the queue store {path} ({exc}): check state_dir and its permissions"
-            ) from exc
-
-    def _init_schema(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            cutoff = time.time() - DELETED_RETENTION_S
-            self._db.execute(
-                "DELETE FROM jobs WHERE state = 'deleted' AND source_done = 1 AND state_at < ?",
-                (cutoff,),
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        self._db.close()
-
-    # -- transactions -------------------------------------------------------
-
-    def _begin(self, statement: str) -> None:
-        try:
-            self._db.execute(statement)
-        except sqlite3.OperationalError as exc:  # locked past the timeout, disk gone, ...
-            raise BackendUnavailable(
-                f"the queue store {self.path} cannot be used ({exc}): check state_dir, "
-                "or look for a stuck optialloc process holding it"
-            ) from exc
-
-    @contextmanager
-    def write(self) -> Iterator[int]:
-        """One write transaction; yields the change number to stamp rows with."""
-        with self._lock:
-            yield from self._write()
-
-    def _write(self) -> Iterator[int]:
-        self._begin("BEGIN IMMEDIATE")
-        try:
-            cur = self._db.execute(
-                "UPDATE meta SET value = value + 1 WHERE key = 'changes' RETURNING value"
-            )
-            change = int(cur.fetchone()[0])
-            yield change
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """One consistent read snapshot."""
-        with self._lock:
-            self._begin("BEGIN")
-            try:
-                yield self._db
-            finally:
-                self._db.execute("COMMIT")
+        super().__init__(path)
+        self._stored_unchecked = False  # scanned rows stored since `take_unchecked_flag`
 
     # -- reads ----------------------------------------------------------------
 
@@ -231,66 +89,91 @@ class QueueStore:
     # -- writes -----------------------------------------------------------------
 
     def insert(self, jobs: Sequence[NewJob]) -> list[str]:
-        """Store new jobs in one transaction; returns their job ids in order.
+        """Store new jobs in one durable transaction; returns their job ids in order.
 
         Each body is checked on the way in: one that does not parse is stored
-        `buried` with the parse error as its reason. A job ingested from
-        beanstalkd keeps its beanstalk id as job id unless that id is already
-        taken (beanstalkd reused ids after a restart without binlog): then it
-        gets `<beanstalk id>-<seq>` and a warning is logged.
+        `buried` with the parse error as its reason. From `SCAN_AT` jobs on,
+        bodies are only scanned and stored unchecked (`Row.checked` False):
+        `check_rows` parses them fully later. A job ingested from beanstalkd
+        keeps its beanstalk id as job id unless that id is already taken
+        (beanstalkd reused ids after a restart without binlog): then it gets
+        `<beanstalk id>-<seq>` and a warning is logged.
         """
-        ids: list[str] = []
         now = time.time()
+        items = [(j.body, j.tube, j.priority, j.queued_at) for j in jobs]
         # Parse before taking the write lock: other processes keep writing meanwhile.
-        checks = check_many([(j.body, j.tube, j.priority, j.queued_at) for j in jobs])
-        with self.write() as change:
-            for job, parsed in zip(jobs, checks, strict=True):
-                checked = Checked(None, None, None, None, job.error) if job.error else parsed
-                state = "buried" if checked.error else "pending"
-                cur = self._db.execute(
-                    "INSERT INTO jobs (job_id, tube, priority, state, body, body_json, queued_at,"
-                    " ttr, reason, state_at, run, owner, nodes, source_id, body_hash, source_done,"
-                    " updated_seq)"
-                    " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job.tube,
-                        job.priority,
-                        state,
-                        job.body,
-                        checked.body_json,
-                        job.queued_at,
-                        job.ttr,
-                        checked.error,
-                        now,
-                        checked.run,
-                        checked.owner,
-                        checked.nodes,
-                        job.source_id,
-                        job.body_hash,
-                        0 if job.source_id else 1,
-                        change,
-                    ),
+        checks = scan_many(items) if len(jobs) >= SCAN_AT else check_many(items)
+        values = []
+        for job, parsed in zip(jobs, checks, strict=True):
+            checked = Checked(None, None, None, None, job.error) if job.error else parsed
+            if checked.error:
+                log.warning("job %s in tube %s buried: %s", job.source_id, job.tube, checked.error)
+            values.append(
+                (
+                    job.source_id,
+                    job.tube,
+                    job.priority,
+                    "buried" if checked.error else "pending",
+                    job.body,
+                    checked.body_json,
+                    job.queued_at,
+                    job.ttr,
+                    checked.error,
+                    now,
+                    checked.run,
+                    checked.owner,
+                    checked.nodes,
+                    job.source_id,
+                    job.body_hash,
+                    0 if job.source_id else 1,
+                    checked.fields_json,
+                    1 if checked.full or checked.error else 0,
                 )
-                seq = int(cur.lastrowid or 0)
-                job_id = job.source_id or str(seq)
-                if (
-                    job.source_id
-                    and self._db.execute(
-                        "SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)
-                    ).fetchone()
-                ):
-                    job_id = f"{job.source_id}-{seq}"
-                    log.warning(
-                        "beanstalk job id %s was already used by an earlier job (beanstalkd "
-                        "restarted without its binlog?): stored as job %s",
-                        job.source_id,
-                        job_id,
-                    )
-                self._db.execute("UPDATE jobs SET job_id = ? WHERE seq = ?", (job_id, seq))
-                if checked.error:
-                    log.warning("job %s in tube %s buried: %s", job_id, job.tube, checked.error)
-                ids.append(job_id)
+            )
+        sql = (
+            "INSERT INTO jobs (job_id, tube, priority, state, body, body_json, queued_at, ttr,"
+            " reason, state_at, run, owner, nodes, source_id, body_hash, source_done, fields,"
+            f" checked, updated_seq) VALUES ({', '.join('?' * 19)})"
+        )
+        with self.write(durable=True) as change:
+            taken = self._taken([j.source_id for j in jobs if j.source_id])
+            ids: list[str] = []
+            run: list[tuple[object, ...]] = []  # consecutive rows that keep their beanstalk id
+            for job, value in zip(jobs, values, strict=True):
+                if job.source_id and job.source_id not in taken:
+                    run.append((*value, change))
+                    ids.append(job.source_id)
+                    continue
+                self._db.executemany(sql, run)  # in order: a job's seq is its arrival
+                run = []
+                ids.append(self._insert_numbered(sql, value, change))
+            self._db.executemany(sql, run)
+        self._stored_unchecked |= any(not v[-1] for v in values)
         return ids
+
+    def _taken(self, job_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(job_ids), 500):
+            chunk = list(job_ids[start : start + 500])
+            sql = f"SELECT job_id FROM jobs WHERE job_id IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in self._db.execute(sql, chunk).fetchall())
+        return found
+
+    def _insert_numbered(self, sql: str, value: tuple[object, ...], change: int) -> str:
+        """Insert one row whose id derives from its row number (embedded, or a reused id)."""
+        source_id = value[0]
+        cur = self._db.execute(sql, (None, *value[1:], change))
+        seq = int(cur.lastrowid or 0)
+        job_id = f"{source_id}-{seq}" if source_id else str(seq)
+        if source_id:
+            log.warning(
+                "beanstalk job id %s was already used by an earlier job (beanstalkd "
+                "restarted without its binlog?): stored as job %s",
+                source_id,
+                job_id,
+            )
+        self._db.execute("UPDATE jobs SET job_id = ? WHERE seq = ?", (job_id, seq))
+        return job_id
 
     def unconfirmed(self, source_ids: Sequence[str]) -> dict[tuple[str, str], str]:
         """{(source_id, body_hash): job_id} of ingested rows still maybe in beanstalkd."""
@@ -313,8 +196,10 @@ class QueueStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "UPDATE jobs SET source_done = 1 WHERE job_id = ?", [(j,) for j in job_ids]
+                self._db.execute(
+                    "UPDATE jobs SET source_done = 1"
+                    " WHERE job_id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(job_ids)),),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -339,6 +224,86 @@ class QueueStore:
                     f"no job {job_id} in the queue: list jobs with `optialloc queue list`"
                 )
             return False
+
+    def claim(self, job_id: str) -> bool:
+        """Claim a pending job whose body parses fully (checked now if it was only scanned)."""
+        row = self.row(job_id)
+        if row is None:
+            return False
+        if not row.checked and row.state == "pending" and not self.check_rows([row])[job_id]:
+            return False
+        with self.write() as change:
+            cur = self._db.execute(
+                "UPDATE jobs SET state = 'claimed', state_at = ?, updated_seq = ?"
+                " WHERE job_id = ? AND state = 'pending' AND checked = 1",
+                (time.time(), change, job_id),
+            )
+            return cur.rowcount == 1
+
+    def has_unchecked(self) -> bool:
+        """Whether some pending row was only scanned (its full parse is still to do)."""
+        sql = "SELECT 1 FROM jobs WHERE checked = 0 AND state = 'pending' LIMIT 1"
+        with self.read() as db:
+            return db.execute(sql).fetchone() is not None
+
+    def take_unchecked_flag(self) -> bool:
+        """Whether this store stored scanned rows since the last call."""
+        flag, self._stored_unchecked = self._stored_unchecked, False
+        return flag
+
+    def unchecked(self, limit: int) -> list[Row]:
+        """Up to `limit` rows whose body was only scanned, oldest first."""
+        sql = (
+            f"SELECT {COLUMNS} FROM jobs WHERE checked = 0 AND state = 'pending'"
+            " ORDER BY seq LIMIT ?"
+        )
+        with self.read() as db:
+            return [Row(*r) for r in db.execute(sql, (limit,)).fetchall()]
+
+    def check_rows(self, rows: Sequence[Row]) -> dict[str, bool]:
+        """Parse scanned rows fully and record it; {job_id: the job stands as it was listed}.
+
+        A body that does not parse is buried with the reason. A body whose full
+        parse gives another `Job` than its scanned fields (the scanner is meant
+        never to let that happen) gets the parsed fields and is logged as an
+        error; listings then show the corrected job.
+        """
+        results = check_many([(r.body, r.tube, r.priority, r.queued_at) for r in rows])
+        outcome: dict[str, bool] = {}
+        with self.write() as change:
+            for row, checked in zip(rows, results, strict=True):
+                if checked.error:
+                    log.warning("job %s in tube %s buried: %s", row.job_id, row.tube, checked.error)
+                    self._db.execute(
+                        "UPDATE jobs SET state = 'buried', reason = ?, state_at = ?, checked = 1,"
+                        " updated_seq = ? WHERE job_id = ? AND checked = 0 AND state != 'deleted'",
+                        (checked.error, time.time(), change, row.job_id),
+                    )
+                    outcome[row.job_id] = False
+                    continue
+                same = _same_job(row, checked)
+                if not same:
+                    log.error(
+                        "job %s: its scanned fields differ from its parsed body: using the parsed",
+                        row.job_id,
+                    )
+                self._db.execute(
+                    "UPDATE jobs SET checked = 1, fields = ?, body_json = ?, run = ?, owner = ?,"
+                    " nodes = ?, updated_seq = CASE WHEN ? THEN updated_seq ELSE ? END"
+                    " WHERE job_id = ? AND checked = 0",
+                    (
+                        checked.fields_json,
+                        checked.body_json,
+                        checked.run,
+                        checked.owner,
+                        checked.nodes,
+                        same,
+                        change,
+                        row.job_id,
+                    ),
+                )
+                outcome[row.job_id] = same
+        return outcome
 
     def set_priority(self, job_id: str, priority: int) -> None:
         with self.write() as change:
@@ -376,10 +341,12 @@ class QueueStore:
                     continue
                 self._db.execute(
                     "UPDATE jobs SET state = 'pending', reason = NULL, state_at = ?, body_json = ?,"
-                    " run = ?, owner = ?, nodes = ?, updated_seq = ? WHERE job_id = ?",
+                    " fields = ?, checked = 1, run = ?, owner = ?, nodes = ?, updated_seq = ?"
+                    " WHERE job_id = ?",
                     (
                         time.time(),
                         checked.body_json,
+                        checked.fields_json,
                         checked.run,
                         checked.owner,
                         checked.nodes,
@@ -401,3 +368,23 @@ class QueueStore:
                     " ON CONFLICT (tube) DO UPDATE SET paused_until = excluded.paused_until",
                     (tube, until),
                 )
+
+
+def _same_job(row: Row, checked: Checked) -> bool:
+    """Whether the fully parsed body makes the same `Job` as the row's scanned fields."""
+    try:
+        scanned = build_job(
+            row.job_id, row.tube, row.priority, row.queued_at, row.body, None, row.fields_json
+        )
+        parsed = build_job(
+            row.job_id,
+            row.tube,
+            row.priority,
+            row.queued_at,
+            row.body,
+            checked.body_json,
+            checked.fields_json,
+        )
+    except JobParseError:
+        return False
+    return scanned == parsed

@@ -59,7 +59,13 @@ class QueueView:
             return
         try:
             job = build_job(
-                row.job_id, row.tube, row.priority, row.queued_at, row.body, row.body_json
+                row.job_id,
+                row.tube,
+                row.priority,
+                row.queued_at,
+                row.body,
+                row.body_json,
+                row.fields_json,
             )
         except JobParseError as exc:
             # Checked on entry, so only a body edited behind our back gets here: never serve it.

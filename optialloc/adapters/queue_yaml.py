@@ -6,8 +6,11 @@ composes the node tree (as `CSafeLoader` does), and a small recursive builder
 turns the nodes into Python objects: plain strings, mappings and sequences
 directly, every other scalar through PyYAML's own safe constructor for its
 tag. Anything unusual (merge keys `<<`, tagged or recursive collections)
-falls back to the stock safe loader, so the result always equals
-`yaml.safe_load(text)`; `tests/test_queue_yaml.py` checks that property.
+falls back to the stock libyaml safe loader, so the result always equals
+`yaml.load(text, Loader=yaml.CSafeLoader)`, which is `yaml.safe_load(text)`
+for well-formed YAML (libyaml accepts a few malformed documents the
+pure-Python scanner refuses, such as `|#x`); `tests/test_queue_yaml.py`
+checks both properties.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def _build_collection(loader: Any, node: Node, depth: int, memo: dict[int, Any])
 
 
 def load(text: str) -> Any:
-    """`yaml.safe_load(text)`, faster; raises `yaml.YAMLError` exactly where it would."""
+    """libyaml's `safe_load(text)`, faster; raises `yaml.YAMLError` exactly where it would."""
     if _CLoader is None:
         return yaml.safe_load(text)
     loader = _FastLoader(text)

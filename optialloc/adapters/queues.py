@@ -20,14 +20,21 @@ def store_path(config: Config) -> str:
     return os.path.join(config.state_dir, "queue.sqlite")
 
 
-def open_queue(config: Config, *, retry_s: float = 5.0) -> JobQueue:
+def open_queue(config: Config, *, retry_s: float = 5.0, tolerate_outage: bool = False) -> JobQueue:
     """The configured queue: beanstalkd (`queue_backend: beanstalk`) or the embedded store.
 
     `retry_s` bounds how long a beanstalkd outage is retried before
-    `BackendUnavailable` is raised.
+    `BackendUnavailable` is raised. With `tolerate_outage` (for the dispatcher),
+    reads during a beanstalkd outage serve the jobs already in the store instead
+    of raising (the outage is still logged once); writes still raise.
     """
     if config.queue_backend == "beanstalk":
         return BeanstalkQueue(
-            store_path(config), config.queue_host, config.queue_port, config.tubes, retry_s=retry_s
+            store_path(config),
+            config.queue_host,
+            config.queue_port,
+            config.tubes,
+            retry_s=retry_s,
+            tolerate_outage=tolerate_outage,
         )
     return EmbeddedQueue(store_path(config))

@@ -25,9 +25,9 @@ examples:
       --policy models/default.yaml --policy models/throughput.yaml --json
   # the RLScheduler Lublin windows, with a report directory
   optialloc whatif --swf ../shared/data/traces/lublin_256.swf --window lublin \\
-      --baseline fcfs --baseline easy --report /tmp/lublin
+      --swf-priority 1000 --baseline fcfs --baseline easy --report /tmp/lublin
   # what would the queue in this snapshot do (runtimes from the file)
-  optialloc whatif --snapshot fixtures/snapshots/small.yaml --default-runtime 3600
+  optialloc whatif --snapshot snapshot.yaml --default-runtime 3600
   # write a generated workload to a file
   python -m optialloc.sim.generate fixtures/workloads/sepia-week.yaml /tmp/week.jsonl
 
@@ -86,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--seed", type=int, default=0, help="seed for the teuthology race and SWF priorities"
     )
     parser.add_argument(
-        "--swf-priority", default="1000", metavar="N|bands",
-        help="SWF jobs' priority: a number (default 1000) or 'bands' (drawn per user-day, seeded)",
+        "--swf-priority", default="bands", metavar="N|bands",
+        help="SWF jobs' priority: 'bands' (default: drawn from teuthology's bands per user-day, "
+        "with --seed) or one number for all (e.g. 1000, as for the published Lublin table)",
     )  # fmt: skip
     parser.add_argument(
         "--swf-compress", type=float, default=1.0, metavar="F", help="scale SWF submit times"

@@ -233,4 +233,5 @@ def simulate(
         ticks=list(scheduler.ticks),
         origin=DEFAULT_ORIGIN,
         wall_s=time.perf_counter() - wall0,
+        end_time=now,
     )

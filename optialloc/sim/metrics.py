@@ -4,7 +4,9 @@ Definitions (also in docs/whatif.md):
 - measurement window: [first submit + warm-up, last submit]; warm-up is
   `warmup_fraction` (default 5 %) of the arrival span; the drain after the
   last arrival is excluded. A run with a single arrival instant uses
-  [first submit, last end].
+  [first submit, last end]; one where no job ran inside the window (a
+  snapshot's queue, submitted before the replay starts) uses
+  [first start, last end].
 - utilization: node-seconds busy inside the window / (nodes x window length).
 - wait = start - submit over jobs that started; a job that never started
   counts with wait = end of simulation - submit (a lower bound) and is also
@@ -89,6 +91,14 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
+def _busy(started: Sequence[JobRecord], w0: float, w1: float) -> dict[str, float]:
+    busy: dict[str, float] = defaultdict(float)
+    for r in started:
+        assert r.start is not None and r.end is not None and r.machine_type is not None
+        busy[r.machine_type] += len(r.nodes) * _overlap(r.start, r.end, w0, w1)
+    return busy
+
+
 def _waits(records: Sequence[JobRecord], sim_end: float) -> list[float]:
     return [
         (r.start if r.start is not None else max(sim_end, r.job.submit)) - r.job.submit
@@ -99,15 +109,18 @@ def _waits(records: Sequence[JobRecord], sim_end: float) -> list[float]:
 def summarize(result: SimResult, warmup_fraction: float = 0.05) -> dict[str, Any]:
     """Every metric of evaluation.md for one run, as a JSON-ready dict (units in key names)."""
     records = result.records
-    sim_end = max([r.end for r in records if r.end is not None] + [0.0])
+    sim_end = max([r.end for r in records if r.end is not None] + [result.end_time])
     w0, w1 = window_of(result, warmup_fraction)
     span = max(w1 - w0, 1e-9)
     waits = _waits(records, sim_end)
     started = [r for r in records if r.start is not None]
-    busy: dict[str, float] = defaultdict(float)
-    for r in started:
-        assert r.start is not None and r.end is not None and r.machine_type is not None
-        busy[r.machine_type] += len(r.nodes) * _overlap(r.start, r.end, w0, w1)
+    busy = _busy(started, w0, w1)
+    if started and not any(busy.values()):
+        # a snapshot's queue was submitted before the replay starts: measure the replay
+        w0 = min(r.start for r in started if r.start is not None)
+        w1 = max(r.end for r in started if r.end is not None)
+        span = max(w1 - w0, 1e-9)
+        busy = _busy(started, w0, w1)
     total_nodes = max(result.total_nodes, 1)
     weights = [1000.0 / max(r.job.priority, 1) for r in records]
     by_band: dict[str, list[float]] = defaultdict(list)

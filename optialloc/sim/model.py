@@ -87,6 +87,8 @@ class SimResult:
     notes: list[str] = field(default_factory=list)
     #: ticks whose plan the validator refused (nothing started in them)
     rejected_plans: int = 0
+    #: the time of the engine's last event (seconds)
+    end_time: float = 0.0
 
     @property
     def total_nodes(self) -> int:

@@ -176,7 +176,7 @@ def plot_all(outcomes: Sequence[Outcome], path: Path) -> list[Path]:
                         max(r.start - r.job.submit, 1.0) / 3600
                     )
     bands = [b for b, _, _ in BANDS if b in by_band]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(bands) * max(1, len(names)) / 2), 4.5))
+    fig, ax = plt.subplots(figsize=(min(12.0, 3.0 + 1.5 * len(bands)), 4.5))
     width = 0.8 / max(len(names), 1)
     for k, name in enumerate(names):
         data = [by_band[b].get(name) or [1 / 3600] for b in bands]
@@ -256,7 +256,8 @@ def plot_all(outcomes: Sequence[Outcome], path: Path) -> list[Path]:
     )
     ax.set_ylabel("node-hours received / demanded (%)")
     ax.set_title("Per-owner share until the last arrival (owners by demand)")
-    ax.legend(fontsize="small")
+    ax.set_ylim(0, 125)  # room for the legend above the bars
+    ax.legend(fontsize="small", ncol=min(len(names), 6), loc="upper center")
     fig.tight_layout()
     files.append(_save(fig, path / "owner_share.png", plt))
 

@@ -5,7 +5,9 @@ owner, run, nodes needed, which pools of which types can serve them, and
 weight. Jobs with the same *signature* (all of that but the weight) compete
 only among themselves in a fixed order (best weight first), and at most
 `free compatible nodes // nodes needed` of them can start this tick, so only
-that many are kept. The model then has one integer variable per (class, type).
+that many are kept, and classes no optimum needs are dropped
+(`optialloc.solver.dominance`). The model then has one integer variable per
+(class, type).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from optialloc.solver.caps import CapTable
-from optialloc.solver.lab import OK, CompatKey, Group, LabView, PoolKey, pool_fits
+from optialloc.solver.dominance import Proto, Usable, drop_dominated
+from optialloc.solver.lab import OK, CompatKey, Group, LabView, pool_fits
 from optialloc.solver.reserve import FreeNodes
 
-#: One usable type of a signature: (machine type, compatible pools with free nodes).
-Usable = tuple[tuple[str, frozenset[PoolKey]], ...]
+#: Drop classes that no optimum needs (`optialloc.solver.dominance`); tests switch it
+#: off to check that the optimum does not change.
+DROP_DOMINATED = True
 
 
 @dataclass
@@ -103,7 +107,7 @@ def build_classes(
         run = job.run if ("r", job.run) in binding else None
         sigs[(owner, run, job.nodes_needed, usable)].append((group.units, members))
     # Proto-classes: (owner, run, nodes, usable, units, all members, how many to keep).
-    protos: list[tuple[str | None, str | None, int, Usable, int, list[int], int]] = []
+    protos: list[Proto] = []
     for (owner, run, nodes, usable), items in sigs.items():
         limit = 0
         for machine_type, pools in usable:
@@ -123,7 +127,8 @@ def build_classes(
             take = min(limit, len(members))
             protos.append((owner, run, nodes, usable, units, members, take))
             limit -= take
-    protos = _drop_dominated(protos, free)
+    if DROP_DOMINATED:
+        protos = drop_dominated(protos, free, owner_caps, run_caps)
     classes: list[JobClass] = []
     kept = 0
     oldest_first = lab.order_keys.__getitem__  # equal units: (nearly) equal priority
@@ -137,51 +142,3 @@ def build_classes(
     # Deterministic model: classes in a fixed order independent of dict iteration quirks.
     classes.sort(key=lambda c: (-c.units, c.nodes, lab.order_key(c.members[0])))
     return Candidates(classes, eligible, kept)
-
-
-def _drop_dominated(
-    protos: list[tuple[str | None, str | None, int, Usable, int, list[int], int]],
-    free: FreeNodes,
-) -> list[tuple[str | None, str | None, int, Usable, int, list[int], int]]:
-    """Drop classes that no optimal plan needs (exchange argument, single-pool types only).
-
-    Let c use only type T, which has one pool of C free nodes. Let D be the kept jobs of
-    strictly higher weight that also use only T, need at most c's node count, and whose
-    owner (run) is c's or one no cap can bind for (None). If D's nodes plus c's exceed
-    C, any plan starting a c job leaves some D job out; swapping them (the D job fits on
-    the c job's nodes and cannot break a cap: its owner and run hold no more than
-    before, or have no binding cap) raises the objective. So some optimum starts no c job.
-    """
-    order = sorted(range(len(protos)), key=lambda k: -protos[k][4])
-    # cumulative[type][(owner or None, run or None)][nodes] = nodes of kept D candidates
-    cumulative: dict[str, dict[tuple[str | None, str | None], dict[int, int]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(int))
-    )
-    dropped: set[int] = set()
-    pending: list[tuple[str, tuple[str | None, str | None], int, int]] = []
-    last_units = None
-    for k in order:
-        owner, run, nodes, usable, units, _members, take = protos[k]
-        if units != last_units:
-            # Only strictly heavier classes count: add the previous weight's classes now.
-            for machine_type, holder, size, amount in pending:
-                cumulative[machine_type][holder][size] += amount
-            pending.clear()
-            last_units = units
-        if len(usable) != 1:
-            continue
-        machine_type, pools = usable[0]
-        filled = [p for p, m in free[machine_type].items() if m]
-        if len(filled) != 1 or set(pools) != set(filled):
-            continue
-        capacity = len(free[machine_type][filled[0]])
-        by_holder = cumulative[machine_type]
-        better = 0
-        for holder in {(None, None), (owner, None), (None, run), (owner, run)}:
-            if holder in by_holder:
-                better += sum(v for size, v in by_holder[holder].items() if size <= nodes)
-        if better + nodes > capacity:
-            dropped.add(k)
-            continue
-        pending.append((machine_type, (owner, run), nodes, take * nodes))
-    return [p for k, p in enumerate(protos) if k not in dropped]

@@ -51,10 +51,19 @@ class Explainer:
         self.res = res
         self.owner_caps = owner_caps
         self.run_caps = run_caps
+        # Per type: who holds free nodes (and how many), and which reserved jobs
+        # started on it, so a wait is blamed on the right one of the two.
         self.held_by_type: dict[str, list[str]] = defaultdict(list)
+        self.held_count: dict[str, int] = defaultdict(int)
         for index, nodes in res.holds.items():
             if nodes:
                 self.held_by_type[res.home[index]].append(lab.jobs[index].job_id)
+                self.held_count[res.home[index]] += len(nodes)
+        self.reserved_started: dict[str, list[str]] = defaultdict(list)
+        for index, nodes in res.starts:
+            if nodes:
+                machine_type = lab.node_by_name[nodes[0]].machine_type
+                self.reserved_started[machine_type].append(lab.jobs[index].job_id)
         self.fit_cache: dict[CompatKey, list[tuple[str, int, int, int]]] = {}
         self.run_left: dict[str, int] = defaultdict(int)
         for job in lab.jobs:
@@ -115,10 +124,21 @@ class Explainer:
         best = max(rows, key=lambda r: r[2])
         if best[2] < need:
             top = max(rows, key=lambda r: r[1])
-            holders = ", ".join(self.held_by_type.get(top[0], [])[:3]) or "reserved jobs"
+            machine_type, taken = top[0], top[1] - top[2]
+            held = min(self.held_count.get(machine_type, 0), taken)
+            starved = _first(self.reserved_started.get(machine_type, []))
+            if held:
+                holders = _first(self.held_by_type[machine_type])
+                also = f", {taken - held} to starved job(s) {starved}" if taken > held else ""
+                return (
+                    WaitReason.HELD_FOR_JOB,
+                    f"needs {need} {machine_type}, {top[1]} free, "
+                    f"{held} held for job(s) {holders}{also}",
+                )
             return (
-                WaitReason.HELD_FOR_JOB,
-                f"needs {need} {top[0]}, {top[1]} free, {top[1] - top[2]} held for job {holders}",
+                WaitReason.LOWER_PRIORITY,
+                f"needs {need} {machine_type}, {top[1]} free, {taken} given to starved "
+                f"job(s) {starved} (waited past reservations.after_hours)",
             )
         open_rows = [r for r in rows if r[2] >= need]
         checks = (
@@ -182,6 +202,12 @@ class Explainer:
                 group.why = why
             out.append(Waiting(keys[index][3], position, why[0], why[1]))
         return out
+
+
+def _first(job_ids: list[str], limit: int = 3) -> str:
+    """Up to `limit` job ids, and how many more."""
+    shown = ", ".join(job_ids[:limit])
+    return shown + (f" (+{len(job_ids) - limit} more)" if len(job_ids) > limit else "")
 
 
 def _types(rows: list[tuple[str, int, int, int]]) -> str:

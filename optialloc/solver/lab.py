@@ -173,23 +173,23 @@ def _scan(lab: LabView) -> None:
     step_s = policy.aging.step_minutes * 60.0 if policy.aging.enabled else float("inf")
     groups: dict[tuple[object, ...], Group] = {}
     waited_l, group_of = lab.waited, lab.group_of
+    # Everything a group shares but its aging step, read in C (this loop runs per job).
+    profile = attrgetter(
+        "owner",
+        "run",
+        "priority",
+        "machine_types",
+        "os_type",
+        "os_version",
+        "arch",
+        "nodes_needed",
+        "tube",
+        "last_in_suite",
+    )
     for index, job in enumerate(snapshot.queue):
         waited = (taken_at - job.queued_at).total_seconds()
         waited_l.append(waited)
-        steps = int(waited // step_s) if waited > 0 else 0
-        key = (
-            job.owner,
-            job.run,
-            job.priority,
-            job.machine_types,
-            job.os_type,
-            job.os_version,
-            job.arch,
-            job.nodes_needed,
-            job.tube,
-            job.last_in_suite,
-            steps,
-        )
+        key = (profile(job), int(waited // step_s) if waited > 0 else 0)
         group = groups.get(key)
         if group is None:
             group = groups[key] = _new_group(lab, job, waited, shares, busy_runs)

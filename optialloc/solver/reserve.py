@@ -41,10 +41,13 @@ def reserved_jobs(lab: LabView) -> list[int]:
     threshold = settings.after_hours * 3600.0
     jobs, waited = lab.jobs, lab.waited
     eligible = [g for g in lab.groups if g.state == OK and g.job.nodes_needed > 0]
-    # The `limit` oldest jobs lie in the `limit` groups with the oldest members.
-    old = heapq.nsmallest(
-        limit, (g for g in eligible if g.oldest >= threshold), key=lambda g: -g.oldest
-    )
+    # The `limit` oldest jobs lie in the `limit` groups with the oldest members (and
+    # in any group tied with the last of those: ties are broken by job id).
+    starving = [g for g in eligible if g.oldest >= threshold]
+    old = heapq.nsmallest(limit, starving, key=lambda g: -g.oldest)
+    if old:
+        cut = old[-1].oldest
+        old = [g for g in starving if g.oldest >= cut]
     starved = [i for g in old for i in g.members if waited[i] >= threshold]
     chosen = heapq.nsmallest(limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id))
     if settings.head_of_queue and len(chosen) < limit and eligible:
