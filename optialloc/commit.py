@@ -59,9 +59,17 @@ def crash_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _path_part(text: str, default: str) -> str:
+    # a run name is user input: never let it climb out of archive_base
+    part = text.replace("/", "_").replace("\0", "_")
+    return default if part in ("", ".", "..") else part
+
+
 def archive_path_for(archive_base: str, job: Job) -> str:
     """`<archive_base>/<run>/<job_id>`, teuthology's layout."""
-    return os.path.join(archive_base, job.run or "unnamed-run", job.job_id)
+    return os.path.join(
+        archive_base, _path_part(job.run, "unnamed-run"), _path_part(job.job_id, "no-id")
+    )
 
 
 def commit_start(d: Dispatcher, job: Job, nodes: Sequence[Node], tick: int) -> tuple[bool, str]:
@@ -139,7 +147,7 @@ def commit_start(d: Dispatcher, job: Job, nodes: Sequence[Node], tick: int) -> t
         started_at=handle.started_at,
     )
     crash_point("running")
-    d.track(row_id, handle)
+    d.track(row_id, handle, job, names)
     ssh_user = getattr(d.runner, "ssh_user", "ubuntu")
     d.report(
         job,

@@ -35,7 +35,7 @@ from optialloc.journal import Journal
 from optialloc.monitor import lease_lost, time_limit
 from optialloc.policy import Policy
 from optialloc.ports import Clock, Inventory, JobQueue, LaunchHandle, Reporter, Runner
-from optialloc.reconcile import reconcile
+from optialloc.reconcile import reconcile, retry_orphans
 from optialloc.snapshotter import take_snapshot
 from optialloc.usage import HISTORY_S, UsageMeter
 
@@ -137,13 +137,24 @@ class Dispatcher:
         self._reconciled = False
         self.launching = True  # False after SIGTERM: watch running jobs, start nothing
         self.backend_down = False  # set by a commit that found the queue or lock server down
+        self.orphans = False  # reconcile left a launch it could not decide yet
         self.last_tick = 0
 
     # -- helpers used by commit / reconcile -------------------------------
-    def track(self, row_id: int, handle: LaunchHandle) -> None:
-        row = self.journal.get(row_id)
-        if row is not None:
-            self._running[row_id] = _Tracked(handle, row.job, row.nodes)
+    def track(
+        self,
+        row_id: int,
+        handle: LaunchHandle,
+        job: Job | None = None,
+        nodes: Sequence[str] | None = None,
+    ) -> None:
+        """Watch a running attempt (job and nodes read from the journal unless given)."""
+        if job is None or nodes is None:
+            row = self.journal.get(row_id)
+            if row is None:
+                return
+            job, nodes = row.job, row.nodes
+        self._running[row_id] = _Tracked(handle, job, tuple(nodes))
 
     def tracked_rows(self) -> set[int]:
         return set(self._running)
@@ -189,6 +200,8 @@ class Dispatcher:
         tick = self.journal.next_tick()
         self.last_tick = tick
         report = TickReport(tick=tick, taken_at=self.clock.now())
+        if self.orphans:
+            retry_orphans(self)
         for row in self.journal.unsettled_ended():
             if settle_row(self, row):
                 log.info("tick %d: job %s settled after a backend outage", tick, row.job_id)

@@ -45,6 +45,9 @@ class WeightSettings:
 
     scale: float = 1000.0  # weight of a priority-1 job; priority p weighs scale / p
     lighter_job_bonus: float = 0.01  # relative bonus / nodes_needed: fewer nodes first on ties
+    # weight x nodes_needed ** node_exponent: 0 = per job, 1 = per node (a 4-node job
+    # is worth four 1-node jobs of its priority, so big urgent jobs are not outbid)
+    node_exponent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,13 @@ class ReservationSettings:
     after_hours: float = 24.0  # a job waiting at least this long gets a reservation
     max_jobs: int = 4  # at most this many reservations at once (oldest first)
     head_of_queue: bool = False  # also reserve for the first job in dispatch order
+    # threshold after_hours x priority / 1000 (at least min_after_hours), and reserved
+    # jobs chosen by teuthology priority, then age (off: after_hours for all, oldest first)
+    priority_scaled: bool = False
+    min_after_hours: float = 1.0
+    # jobs whose body gives `runtime_estimate_s` may use held nodes when they end
+    # (by their estimate) before the reserved job's estimated start (EASY backfill)
+    backfill: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,9 @@ class FairnessSettings:
     owner_max_share: float = 1.0  # 1.0 = no owner cap
     run_max_share: float = 1.0  # 1.0 = no run cap
     usage_penalty: float = 0.0  # effective priority x (1 + penalty x owner's share of usage)
+    # caps bind only while another owner/run waits with an equal or better effective
+    # priority than the capped one's best job (a nightly backlog does not cap urgent runs)
+    peers_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ class Policy:
 _RANGES: dict[str, tuple[type, float, float]] = {
     "weights.scale": (float, 1e-3, 1e9),
     "weights.lighter_job_bonus": (float, 0.0, 1.0),
+    "weights.node_exponent": (float, 0.0, 1.0),
     "aging.enabled": (bool, 0, 1),
     "aging.rate_per_hour": (float, 0.0, 1e6),
     "aging.max_boost": (float, 0.0, 4294967295.0),
@@ -118,9 +132,13 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "reservations.after_hours": (float, 0.0, 8760.0),
     "reservations.max_jobs": (int, 0, 1000),
     "reservations.head_of_queue": (bool, 0, 1),
+    "reservations.priority_scaled": (bool, 0, 1),
+    "reservations.min_after_hours": (float, 0.0, 8760.0),
+    "reservations.backfill": (bool, 0, 1),
     "fairness.owner_max_share": (float, 0.01, 1.0),
     "fairness.run_max_share": (float, 0.01, 1.0),
     "fairness.usage_penalty": (float, 0.0, 100.0),
+    "fairness.peers_only": (bool, 0, 1),
     "solver.time_limit_s": (float, 0.01, 3600.0),
     "solver.num_workers": (int, 1, 64),
     "solver.relative_gap": (float, 0.0, 1.0),
@@ -277,6 +295,8 @@ def effective_priority(
 def weight_units(eff_priority: float, nodes_needed: int, policy: Policy) -> int:
     """Integer weight (units of 1 / WEIGHT_RESOLUTION) of a job; at least 1 so every job counts."""
     base = policy.weights.scale / max(eff_priority, 1.0)
+    if policy.weights.node_exponent > 0 and nodes_needed > 1:
+        base *= nodes_needed**policy.weights.node_exponent
     bonus = 1.0 + policy.weights.lighter_job_bonus / max(nodes_needed, 1)
     return max(1, round(base * bonus * WEIGHT_RESOLUTION))
 
@@ -298,6 +318,32 @@ def job_weight(
 ) -> float:
     """What starting `job` now adds to the objective (the policy's weight units)."""
     return job_weight_fn(taken_at, policy, usage)(job)
+
+
+def reservation_threshold_s(priority: int, policy: Policy) -> float:
+    """Seconds a job of this teuthology priority waits before it gets a reservation.
+
+    `after_hours`, or with `priority_scaled` `after_hours x priority / 1000`
+    bounded below by `min_after_hours` (a PR job at 100 after 2.4 h, a nightly
+    at 1000 after 24 h, with after_hours 24).
+    """
+    rules = policy.reservations
+    if not rules.priority_scaled:
+        return rules.after_hours * 3600.0
+    hours = max(rules.min_after_hours, rules.after_hours * max(priority, 0) / 1000.0)
+    return hours * 3600.0
+
+
+#: Body key of a job's runtime estimate in seconds (real teuthology bodies have none).
+ESTIMATE_KEY = "runtime_estimate_s"
+
+
+def runtime_estimate_s(job: Job) -> float | None:
+    """The job's runtime estimate from its body (positive seconds), or None when absent/bad."""
+    value = job.body.get(ESTIMATE_KEY) if job.body else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
 
 
 def dispatch_key(job: Job, eff_priority: float) -> tuple[float, int, datetime, str]:

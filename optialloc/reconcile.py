@@ -80,11 +80,24 @@ def _launching(d: Dispatcher, row: DispatchRow, repairs: list[str]) -> None:
                 return
             d.clock.sleep(0.1)
         log.error(
-            "job %s: wrapper claimed the launch but wrote no pid; leaving it for the next tick",
+            "job %s: wrapper claimed the launch but wrote no pid; looking again next tick",
             row.job_id,
         )
+        d.orphans = True
         return
     _not_launched(d, row, "dispatcher stopped while launching; the job never started", repairs)
+
+
+def retry_orphans(d: Dispatcher) -> list[str]:
+    """Look again at launches reconcile could not settle yet (a wrapper that wrote no pid)."""
+    d.orphans = False
+    repairs: list[str] = []
+    for row in d.journal.open_rows():
+        if row.state in ("launching", "running") and row.id not in d.tracked_rows():
+            _launching(d, row, repairs)
+    for line in repairs:
+        log.warning("reconcile: %s", line)
+    return repairs
 
 
 def reconcile(d: Dispatcher) -> list[str]:

@@ -15,9 +15,18 @@ import gc
 import heapq
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from optialloc.domain import Job, Node, Plan, Snapshot, WaitReason
-from optialloc.policy import Policy, dispatch_key, effective_priority_fn, job_weight_fn
+from optialloc.policy import (
+    Policy,
+    dispatch_key,
+    effective_priority_fn,
+    job_weight_fn,
+    reservation_threshold_s,
+    runtime_estimate_s,
+)
 
 
 def plan_objective(snapshot: Snapshot, policy: Policy, plan: Plan) -> float:
@@ -86,12 +95,25 @@ class _Check:
         if not rules.enabled or rules.max_jobs == 0:
             return []
         ok = [j for jid, j in self.jobs.items() if self.eligible[jid] and j.nodes_needed > 0]
-        limit = rules.after_hours * 3600.0
-        old = heapq.nsmallest(
-            rules.max_jobs,
-            (j for j in ok if (self.s.taken_at - j.queued_at).total_seconds() >= limit),
-            key=lambda j: (j.queued_at, j.job_id),
-        )
+        if rules.priority_scaled:
+            # Independent of the solver's grouping: every job against its own threshold.
+            old = heapq.nsmallest(
+                rules.max_jobs,
+                (
+                    j
+                    for j in ok
+                    if (self.s.taken_at - j.queued_at).total_seconds()
+                    >= reservation_threshold_s(j.priority, self.p)
+                ),
+                key=lambda j: (j.priority, j.queued_at, j.job_id),
+            )
+        else:
+            limit = rules.after_hours * 3600.0
+            old = heapq.nsmallest(
+                rules.max_jobs,
+                (j for j in ok if (self.s.taken_at - j.queued_at).total_seconds() >= limit),
+                key=lambda j: (j.queued_at, j.job_id),
+            )
         chosen = [j.job_id for j in old]
         if rules.head_of_queue and len(chosen) < rules.max_jobs and ok:
             effective = effective_priority_fn(self.s.taken_at, self.p, self.s.usage)
@@ -225,13 +247,22 @@ class _Check:
                 self.out.append(
                     f"job {jid}: {len(mine)} nodes held but it needs {job.nodes_needed}"
                 )
-            if len(mine) >= job.nodes_needed or not mine:
+            if len(mine) >= job.nodes_needed:
                 continue
-            home = self.nodes[mine[0]].machine_type
+            home = self.nodes[mine[0]].machine_type if mine else self._home(job)
             earlier = set(self.reserved[:rank])
+            shadow = self._shadow(rank, home) if self.p.reservations.backfill else None
             for start in self.plan.starts:
                 if start.job_id in earlier:
                     continue
+                est = runtime_estimate_s(self.jobs[start.job_id]) if shadow else None
+                if (
+                    shadow is not None
+                    and est is not None
+                    and start.job_id not in self.reserved
+                    and self.s.taken_at + timedelta(seconds=est) <= shadow
+                ):
+                    continue  # backfilled: ends (by its estimate) before the reservation's start
                 given = [
                     n
                     for n in start.nodes
@@ -260,6 +291,57 @@ class _Check:
                     f"job {jid} holds {len(mine)} of {job.nodes_needed} {home} "
                     f"while {len(idle)} fitting node(s) stay idle"
                 )
+
+    def _home(self, job: Job) -> str:
+        """Listed type with the most nodes (any state) fitting the job; ties: listed order."""
+        counts = [
+            (sum(1 for n in self.s.nodes if n.machine_type == t and _fits(job, n, self.p)), -k, t)
+            for k, t in enumerate(job.machine_types)
+        ]
+        return max(counts)[2]
+
+    def _shadow(self, rank: int, home: str) -> datetime | None:
+        """When the reservation at `rank` can start on `home` by estimates (docs/policy.md)."""
+        demand = 0
+        for jid in self.reserved[: rank + 1]:
+            job = self.jobs[jid]
+            start = self.started.get(jid)
+            if start is not None and start.nodes and start.nodes[0] in self.nodes:
+                where = self.nodes[start.nodes[0]].machine_type
+            else:
+                where = self._home(job)
+            if where == home:
+                demand += job.nodes_needed
+        job = self.jobs[self.reserved[rank]]
+        have = sum(
+            1
+            for n in self.s.nodes
+            if n.machine_type == home
+            and n.free
+            and n.name not in self.busy
+            and _fits(job, n, self.p)
+        )
+        limit = timedelta(seconds=self.p.max_job_time_s)
+        releases = []
+        for rj in self.s.running:
+            count = sum(
+                1
+                for name in rj.nodes
+                if name in self.nodes
+                and self.nodes[name].machine_type == home
+                and _fits(job, self.nodes[name], self.p)
+            )
+            if count:
+                est = runtime_estimate_s(rj.job)
+                end = rj.started_at + (timedelta(seconds=est) if est is not None else limit)
+                releases.append((end if end >= self.s.taken_at else rj.started_at + limit, count))
+        when = self.s.taken_at
+        for end, count in sorted(releases, key=lambda item: item[0]):
+            if have >= demand:
+                break
+            have += count
+            when = end
+        return when if have >= demand else None
 
     def fairness(self, dimension: str, share: float) -> None:
         if share >= 1.0:
@@ -290,16 +372,35 @@ class _Check:
             used[key] += len(start.nodes)
             if start.job_id not in self.reserved:
                 new[key] += len(start.nodes)
+        best = self._best_priority(who) if self.p.fairness.peers_only else {}
         for key in sorted(new):
             name, machine_type = key
-            if not waiting_types[machine_type] - {name}:
-                continue  # nobody else waits for this type: no cap
+            rivals = waiting_types[machine_type] - {name}
+            if best:
+                # peers_only: only rivals at least as urgent as this name's best job count
+                mine = best.get(key, math.inf)
+                rivals = {r for r in rivals if best[(r, machine_type)] <= mine}
+            if not rivals:
+                continue  # nobody else (that counts) waits for this type: no cap
             cap = max(math.ceil(share * base[machine_type] - 1e-9), largest[key])
             if used[key] > cap:
                 self.out.append(
                     f"{dimension} {name}: holds {used[key]} {machine_type} nodes after this plan, "
                     f"cap is {cap} ({share:.0%} of {base[machine_type]}) while others wait"
                 )
+
+    def _best_priority(self, who: Callable[[Job], str]) -> dict[tuple[str, str], float]:
+        """Best effective priority of the eligible jobs of each (owner or run, type)."""
+        effective = effective_priority_fn(self.s.taken_at, self.p, self.s.usage)
+        best: dict[tuple[str, str], float] = {}
+        for jid, j in self.jobs.items():
+            if j.nodes_needed == 0 or not self.eligible[jid]:
+                continue
+            eff = effective(j)
+            for t in j.machine_types:
+                if eff < best.get((who(j), t), math.inf):
+                    best[(who(j), t)] = eff
+        return best
 
     def objective(self) -> None:
         expected = plan_objective(self.s, self.p, self.plan)

@@ -379,3 +379,13 @@ def test_count_mode_lock_that_picks_other_nodes_is_recorded_and_used() -> None:
     runner.end("1", 0)
     d.tick()
     assert inventory.held() == []
+
+
+def test_archive_path_follows_teuthology_and_never_leaves_the_base() -> None:
+    from optialloc.commit import archive_path_for
+
+    assert archive_path_for("/arch", _job("7", run="teuthology-2026-11-20_20:00:03-rados")) == (
+        "/arch/teuthology-2026-11-20_20:00:03-rados/7"
+    )
+    assert archive_path_for("/arch", _job("7", run="../../etc")) == "/arch/.._.._etc/7"
+    assert archive_path_for("/arch", _job("7", run="")) == "/arch/unnamed-run/7"

@@ -17,6 +17,7 @@ from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.adapters.queue_lazy import LazyBody
 from optialloc.adapters.queue_validate import check_all
 from optialloc.errors import JobParseError
+from optialloc.yaml_compact import dump_compact
 
 # Scheduling fields fine, but not YAML: `a: b: c` is refused by every YAML parser.
 BROKEN = body("broken") + "extra:\n  a: b: c\n"
@@ -123,6 +124,8 @@ def test_lazy_body_behaves_as_the_parsed_dict(tmp_path: Path) -> None:
     assert json.loads(json.dumps(lazy)) == json.loads(json.dumps(full))
     lazy = LazyBody(text, {"machine_type": "smithi"})
     assert yaml.safe_load(yaml.safe_dump(lazy)) == full
+    lazy = LazyBody(text, {"machine_type": "smithi"})
+    assert yaml.safe_load(dump_compact({"body": lazy})) == {"body": full}  # snapshot dumps
     assert pickle.loads(pickle.dumps(LazyBody(text, {"name": "x"}))) == full
     assert {**LazyBody(text, {"name": "x"})} == full
     with pytest.raises(JobParseError, match="not valid YAML"):

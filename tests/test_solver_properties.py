@@ -77,9 +77,15 @@ def queues(
                 os_version=os_pick[1] if os_pick else None,
                 arch=draw(st.sampled_from((None, None, "x86_64", "aarch64"))),
                 last_in_suite=draw(st.booleans()) and k % 3 == 0,
+                body=estimate_body(draw(st.sampled_from((None, 1800.0, 7200.0, 90000.0)))),
             )
         )
     return out
+
+
+def estimate_body(seconds: float | None) -> dict[str, float]:
+    """A body carrying a runtime estimate (for reservations.backfill), or none."""
+    return {} if seconds is None else {"runtime_estimate_s": seconds}
 
 
 @st.composite
@@ -92,11 +98,15 @@ def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
                 "after_hours": 24.0,
                 "max_jobs": draw(st.integers(1, 3)),
                 "head_of_queue": draw(st.booleans()),
+                "priority_scaled": draw(st.booleans()),
+                "backfill": draw(st.booleans()),
             },
+            "weights": {"node_exponent": draw(st.sampled_from((0.0, 0.5, 1.0)))},
             "fairness": {
                 "owner_max_share": draw(st.sampled_from((1.0, 0.5, 0.25))),
                 "run_max_share": draw(st.sampled_from((1.0, 0.4))),
                 "usage_penalty": draw(st.sampled_from((0.0, 1.0))),
+                "peers_only": draw(st.booleans()),
             },
             "reimaged_types": ["smithi", "mira"],
         }
@@ -109,11 +119,11 @@ def with_running(lab: list[Node], queue: list[Job], busy: list[bool]) -> Snapsho
     for k, (node, is_busy) in enumerate(zip(lab, busy, strict=False)):
         if is_busy and node.free:
             owner = ("alice", "bob", "dora")[k % 3]
-            running.append(
-                RunningJob(
-                    job(f"run{k}", 1, node.machine_type, owner=owner, run="r1"), (node.name,), T0
-                )
-            )
+            # started 0-2 h ago, some with a runtime estimate (1 h or 3 h): shadow times vary
+            body = estimate_body((None, 3600.0, 10800.0)[k % 3])
+            started = T0 - timedelta(hours=k % 3)
+            rj_job = job(f"run{k}", 1, node.machine_type, owner=owner, run="r1", body=body)
+            running.append(RunningJob(rj_job, (node.name,), started))
     usage = {"alice": 500.0, "bob": 100.0}
     return Snapshot(
         T0,

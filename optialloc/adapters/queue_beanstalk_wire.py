@@ -13,9 +13,15 @@ unexpected answer raises `WireError`.
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
+
+# The fields of a `stats-job` answer the ingest needs, in the order beanstalkd writes them.
+_STATS = re.compile(
+    rb"\ntube: ([^\n]*)\n(?:.*\n)*?pri: (\d+)\n(?:.*\n)*?age: (\d+)\n(?:.*\n)*?ttr: (\d+)\n"
+)
 
 
 class WireError(Exception):
@@ -107,17 +113,13 @@ class Wire:
                 continue
             if not answer.startswith(b"OK "):
                 raise WireError(f"stats-job {jid}: {answer.decode(errors='replace')}")
-            fields: dict[str, str] = {}
-            for line in self._data(int(answer.split()[1])).decode().splitlines():
-                key, sep, value = line.partition(": ")
-                if sep:
-                    fields[key.strip()] = value.strip()
-            infos[jid] = JobInfo(
-                tube=fields["tube"].strip("'\""),
-                priority=int(fields["pri"]),
-                age_s=int(fields["age"]),
-                ttr=int(fields["ttr"]),
-            )
+            data = self._data(int(answer.split()[1]))
+            found = _STATS.search(data)
+            if found is None:
+                raise WireError(f"stats-job {jid}: no tube/pri/age/ttr in {data[:200]!r}")
+            tube, pri, age, ttr = found.groups()
+            name = tube.decode().strip().strip("'\"")
+            infos[jid] = JobInfo(tube=name, priority=int(pri), age_s=int(age), ttr=int(ttr))
         return infos
 
     def delete_many(self, jids: list[int]) -> None:

@@ -51,7 +51,6 @@ FIELDS = frozenset(
 _UNUSUAL = re.compile(
     "[\t\r\x85\u2028\u2029\ufeff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]"
 )
-_MARKERS = ("\n---", "\n...", "\n%")
 _KEY = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +(.*))?$")
 # Characters that may start something spanning lines (quoted scalars, flow collections).
 _SPANNERS = re.compile("['\"\\[{]")
@@ -62,7 +61,7 @@ _HARMLESS = re.compile(r"(?:\[\]|\{\}|[|>][-+1-9]{0,2}) *$")
 _SPAN_NESTED = re.compile("\n[ -][^\n'\"\\[{]*['\"\\[{]")
 # A top-level line that is not `key: simple one-line value` (or blank, or nested, or an item).
 _BAD_TOP = re.compile(
-    r"\n(?![ \n]|-(?: |$)|[A-Za-z0-9_][A-Za-z0-9_./-]*:(?:$| +(?:"
+    r"\n(?![ \n]|\Z|-(?: |$)|[A-Za-z0-9_][A-Za-z0-9_./-]*:(?:$| +(?:"
     r"[^'\"&*!?{\[|>\s#][^\n]*"
     r"|'[^'\n]*(?:''[^'\n]*)*' *(?:#[^\n]*)?"
     r"|\"[^\"\\\n]*\" *(?:#[^\n]*)?"
@@ -74,7 +73,8 @@ _BAD_TOP = re.compile(
 _CLOSED_QUOTE = re.compile(r" +(?:- )*(?:[A-Za-z0-9_][^'\"\[{\n#:]*: +)?'[^'\n]*' *$", re.M)
 # The start of the next top-level line (a key; not an item, not nested, not blank).
 _NEXT_TOP = re.compile(r"\n(?:[^ \n-]|-[^ \n])")
-_PREFIXES = {name: f"\n{name}:" for name in FIELDS}
+# A wanted field's key line, with the value on it (`_BAD_TOP` has vetted every key line).
+_WANTED = re.compile("\n(" + "|".join(sorted(FIELDS)) + r"):(?: +([^\n]*))?(?=\n|\Z)")
 # A plain scalar may not start with these (PyYAML's check_plain, kept stricter).
 _PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
 # A value starting with these is not something this scanner follows.
@@ -277,20 +277,14 @@ def _scan_fast(text: str) -> dict[str, Any]:
         if _opens_quote(lined[start : end if end >= 0 else None]):
             raise _Spanning
     fields: dict[str, Any] = {}
-    for name in FIELDS:
-        prefix = _PREFIXES[name]
-        at = lined.find(prefix)
-        if at < 0:
-            continue
-        if lined.find(prefix, at + 1) >= 0:
+    for found in _WANTED.finditer(lined):
+        name, value = found.group(1), found.group(2) or ""
+        if name in fields:
             raise _Unsure  # a duplicate key: the last one wins in YAML; leave it to YAML
-        line_end = lined.find("\n", at + 1)
-        if line_end < 0:
-            line_end = len(lined)
-        key_match = _KEY.match(lined, at + 1, line_end)
-        if key_match is None:
-            raise _Unsure
-        value = key_match.group(2) or ""
+        line_end = found.end()
+        if line_end == len(lined) or _NEXT_TOP.match(lined, line_end):
+            fields[name] = _value(name, value, [], [])  # a one-line value (most of them)
+            continue
         following = _NEXT_TOP.search(lined, line_end)
         block = lined[line_end + 1 : following.start() if following else None].split("\n")
         while block and not block[-1]:
@@ -317,7 +311,10 @@ def _scan_lines(text: str) -> dict[str, Any]:
     more: list[str] = []
     items: list[str] = []
     open_quote: str | None = None  # inside a quoted scalar that spans lines
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    if not lines[-1]:
+        lines.pop()  # the final line break
+    for line in lines:
         if open_quote is not None:
             if line[:1] != " ":
                 raise _Unsure  # a quoted scalar going on at column 0: leave it to YAML
@@ -392,7 +389,9 @@ def scan_fields(text: str) -> dict[str, Any] | None:
         not text
         or text[0] in " -#%."
         or _UNUSUAL.search(text)
-        or any(marker in text for marker in _MARKERS)
+        or "\n---" in text
+        or "\n..." in text
+        or "\n%" in text
     ):
         return None
     try:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from optialloc.adapters.queue_body import Checked, build_job, check_body, check_many, scan_many
 from optialloc.adapters.queue_db import COLUMNS, NewJob, Row, StoreBase
+from optialloc.domain import Job
 from optialloc.errors import JobParseError, NotFound
 
 __all__ = ["SCAN_AT", "NewJob", "QueueStore", "Row"]
@@ -41,6 +42,9 @@ class QueueStore(StoreBase):
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self._stored_unchecked = False  # scanned rows stored since `take_unchecked_flag`
+        #: (`Job`, fields JSON) built while scanning rows just inserted, by job id, for
+        #: `QueueView` to take instead of building them again.
+        self.built: dict[str, tuple[Job, str | None]] = {}
 
     # -- reads ----------------------------------------------------------------
 
@@ -102,7 +106,10 @@ class QueueStore(StoreBase):
         now = time.time()
         items = [(j.body, j.tube, j.priority, j.queued_at) for j in jobs]
         # Parse before taking the write lock: other processes keep writing meanwhile.
-        checks = scan_many(items) if len(jobs) >= SCAN_AT else check_many(items)
+        if len(jobs) >= SCAN_AT:
+            checks = scan_many(items, [j.source_id or "" for j in jobs])
+        else:
+            checks = check_many(items)
         values = []
         for job, parsed in zip(jobs, checks, strict=True):
             checked = Checked(None, None, None, None, job.error) if job.error else parsed
@@ -149,6 +156,9 @@ class QueueStore(StoreBase):
                 ids.append(self._insert_numbered(sql, value, change))
             self._db.executemany(sql, run)
         self._stored_unchecked |= any(not v[-1] for v in values)
+        for job_id, checked in zip(ids, checks, strict=True):
+            if checked.job is not None and checked.job.job_id == job_id:
+                self.built[job_id] = (checked.job, checked.fields_json)
         return ids
 
     def _taken(self, job_ids: Sequence[str]) -> set[str]:

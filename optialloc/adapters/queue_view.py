@@ -44,6 +44,7 @@ class QueueView:
         bulk = len(rows) > RESORT_AT
         for row in rows:
             self._apply(row, bulk)
+        self._store.built.clear()
         if bulk:
             for state in STATES:
                 self._keys[state] = sorted(k for st, k, _ in self._jobs.values() if st == state)
@@ -57,8 +58,14 @@ class QueueView:
             del keys[bisect.bisect_left(keys, old[1])]
         if row.state not in STATES:
             return
+        built = self._store.built.pop(row.job_id, None)
+        job = None
+        if built is not None:
+            stored = (built[0].priority, built[0].tube, built[1])
+            if stored == (row.priority, row.tube, row.fields_json):  # unchanged since stored
+                job = built[0]
         try:
-            job = build_job(
+            job = job or build_job(
                 row.job_id,
                 row.tube,
                 row.priority,

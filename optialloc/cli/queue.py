@@ -20,13 +20,15 @@ from optialloc.adapters.queue_store import Row
 from optialloc.adapters.queues import open_queue
 from optialloc.config import load_config
 from optialloc.errors import Conflict, InputError, NotFound
+from optialloc.journal import last_positions
 from optialloc.ports import BuriedJob, JobQueue, TubeStats
 
 #: How long the CLI retries an unreachable beanstalkd before giving up (seconds).
 CLI_RETRY_S = 3.0
 
 #: Optional source of (position, reason) per job id, wired in by the dispatcher work.
-Positions = Mapping[str, tuple[int, str]]
+#: job_id -> (position, reason, detail) from the dispatcher's last tick.
+Positions = Mapping[str, tuple[int, str, str]]
 
 EXAMPLES = {
     "list": "optialloc queue list\n  optialloc queue list --tube smithi --owner scheduled_me@host\n"
@@ -128,7 +130,7 @@ def list_records(
     """One JSON-ready record per pending row; position/reason come from the dispatcher if given."""
     records = []
     for row in rows:
-        position, reason = (positions or {}).get(row.job_id, (None, None))
+        position, reason, detail = (positions or {}).get(row.job_id, (None, None, None))
         records.append(
             {
                 "job_id": row.job_id,
@@ -142,6 +144,7 @@ def list_records(
                 "state": row.state,
                 "position": position,
                 "reason": reason,
+                "detail": detail,
             }
         )
     return records
@@ -169,10 +172,12 @@ def format_list(records: Sequence[Mapping[str, Any]]) -> str:
             r["nodes"],
             format_age(r["age_s"]),
             r["reason"],
+            r["detail"],
         )
         for r in records
     ]
-    out = table(("POS", "JOB_ID", "TUBE", "PRIO", "OWNER", "RUN", "NODES", "AGE", "REASON"), lines)
+    headers = ("POS", "JOB_ID", "TUBE", "PRIO", "OWNER", "RUN", "NODES", "AGE", "REASON", "DETAIL")
+    out = table(headers, lines)
     return out + f"\n{len(records)} job(s) pending"
 
 
@@ -215,7 +220,14 @@ def _rows(queue: JobQueue, states: Sequence[str]) -> list[Row]:
     raise InputError("queue_backend", "this queue adapter has no listing")
 
 
+def dispatcher_positions(args: argparse.Namespace) -> Positions:
+    """Position, reason and detail per job from the last tick of a dispatcher on this state."""
+    return last_positions(load_config(getattr(args, "config", None)).state_dir)
+
+
 def cmd_list(args: argparse.Namespace, positions: Positions | None = None) -> int:
+    if positions is None:
+        positions = dispatcher_positions(args)
     queue = open_configured_queue(args)
     try:
         rows = [
@@ -228,6 +240,9 @@ def cmd_list(args: argparse.Namespace, positions: Positions | None = None) -> in
     finally:
         queue.close()
     records = list_records(rows, time.time(), positions)
+    # Dispatch order when a dispatcher has ranked the jobs; jobs newer than its
+    # last tick follow in queue order.
+    records.sort(key=lambda r: (r["position"] is None, r["position"] or 0))
     _emit(records, args.json, format_list(records))
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from optialloc.domain import Node
 from optialloc.errors import InputError, JobParseError
+from optialloc.policy import ESTIMATE_KEY
 from optialloc.sim.model import DEFAULT_ORIGIN, JobRecord, SimJob
 from optialloc.teuthology import parse_job
 
@@ -156,7 +157,7 @@ def ensure_body(job: SimJob) -> Mapping[str, Any]:
     """The job's teuthology body; trace jobs get a minimal one with the same fields."""
     if job.body is not None:
         return job.body
-    return {
+    body: dict[str, Any] = {
         "name": job.run or f"trace-{job.job_id}",
         "owner": job.owner or "scheduled_trace@sim",
         "priority": job.priority,
@@ -164,6 +165,10 @@ def ensure_body(job: SimJob) -> Mapping[str, Any]:
         "roles": [[f"osd.{k}"] for k in range(job.nodes)],
         "description": f"trace job {job.job_id}",
     }
+    if job.estimate is not None:
+        # A trace's requested time: what a policy with reservations.backfill may use.
+        body[ESTIMATE_KEY] = job.estimate
+    return body
 
 
 def read_snapshot(path: str | Path, default_runtime: float | None = None) -> Workload:

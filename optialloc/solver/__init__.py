@@ -8,7 +8,8 @@ different plan of the same objective.
 Steps: index the lab and classify jobs (`lab`), start jobs that need no node,
 start or hold for reserved jobs (`reserve`), group the other candidates into
 classes (`classes`), solve the counted CP-SAT model (`model`) unless a fast
-path proves the greedy optimal, pick concrete nodes (`assign`), and explain
+path proves the greedy optimal, pick concrete nodes (`assign`), let short
+jobs with runtime estimates use held nodes (`backfill`, EASY), and explain
 every waiting job (`explain`). Infeasibility and time-outs are results, not
 exceptions: the plan then holds the best feasible solution found.
 """
@@ -21,6 +22,7 @@ import time
 from optialloc.domain import Hold, Plan, Snapshot, SolverStats, Start
 from optialloc.policy import WEIGHT_RESOLUTION, Policy
 from optialloc.solver.assign import assign_nodes
+from optialloc.solver.backfill import backfill
 from optialloc.solver.caps import build_caps
 from optialloc.solver.classes import build_classes
 from optialloc.solver.explain import Explainer, pool_counts
@@ -83,6 +85,9 @@ def _solve(snapshot: Snapshot, policy: Policy) -> Plan:
     starts.extend(model_starts)
 
     started = {i for i, _ in starts}
+    backfilled = backfill(lab, before, res, started, owner_caps, run_caps)
+    starts.extend(backfilled)
+    fixed_units += sum(lab.units(i) for i, _ in backfilled)
     explainer = Explainer(lab, before, after_holds, free, res, owner_caps, run_caps)
     waiting = explainer.waiting(started)
     objective_units = sum(lab.units(i) for i, _ in starts)

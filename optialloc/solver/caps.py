@@ -5,12 +5,16 @@ queued job of another owner lists T, O may hold at most
 `max(ceil(owner_max_share x base(T)), largest eligible job of O on T)` nodes of
 T, counting its running jobs and this tick's starts; `base(T)` is the number
 of nodes of T that are free or used by running jobs. Same for runs with
-`run_max_share`. Reserved jobs are exempt (their nodes still count), so a
-cap can be exceeded only by a starved job's reservation.
+`run_max_share`. With `fairness.peers_only` a cap binds only while another
+owner (run) waits for T with an eligible job whose effective priority is equal
+to or better than the best of O's eligible jobs on T. Reserved jobs are exempt
+(their nodes still count), so a cap can be exceeded only by a starved job's
+reservation.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +54,7 @@ def build_caps(lab: LabView, dimension: str) -> CapTable:
         return table
     waiting_by_type: dict[str, set[str]] = defaultdict(set)
     largest: dict[tuple[str, str], int] = defaultdict(int)
+    best: dict[tuple[str, str], float] = {}
     for group in lab.groups:
         job = group.job
         if group.state != OK or job.nodes_needed == 0:
@@ -60,13 +65,29 @@ def build_caps(lab: LabView, dimension: str) -> CapTable:
             key = (name, machine_type)
             if job.nodes_needed > largest[key]:
                 largest[key] = job.nodes_needed
+            if group.eff < best.get(key, math.inf):
+                best[key] = group.eff
     for rj in lab.snapshot.running:
         for node in rj.nodes:
             found = lab.node_by_name.get(node)
             if found is not None:
                 table.add(who(rj.job), found.machine_type, 1)
+    # Per type, the two most urgent names (best effective priority): another name
+    # at least as urgent as `name` exists iff the most urgent other one is.
+    top: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    if fairness.peers_only:
+        for (name, machine_type), eff in best.items():
+            pair = top[machine_type]
+            pair.append((eff, name))
+            pair.sort()
+            del pair[2:]
     for (name, machine_type), big in largest.items():
-        others = waiting_by_type[machine_type] - {name}
+        if fairness.peers_only:
+            mine = best[(name, machine_type)]
+            rival = next((e for e, o in top[machine_type] if o != name), math.inf)
+            others = rival <= mine
+        else:
+            others = bool(waiting_by_type[machine_type] - {name})
         if others:
             base = lab.share_base.get(machine_type, 0)
             table.cap[(name, machine_type)] = share_cap(share, base, big)

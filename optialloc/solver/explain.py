@@ -60,9 +60,9 @@ class Explainer:
                 self.held_by_type[res.home[index]].append(lab.jobs[index].job_id)
                 self.held_count[res.home[index]] += len(nodes)
         self.reserved_started: dict[str, list[str]] = defaultdict(list)
-        for index, nodes in res.starts:
-            if nodes:
-                machine_type = lab.node_by_name[nodes[0]].machine_type
+        for index, given in res.starts:
+            if given:
+                machine_type = lab.node_by_name[given[0]].machine_type
                 self.reserved_started[machine_type].append(lab.jobs[index].job_id)
         self.fit_cache: dict[CompatKey, list[tuple[str, int, int, int]]] = {}
         self.run_left: dict[str, int] = defaultdict(int)

@@ -1,7 +1,9 @@
 """EASY-style reservations: starved jobs start first or get free nodes held back for them.
 
 Reserved jobs (docs/policy.md, "No starvation"): every eligible job that has
-waited at least `reservations.after_hours`, oldest first, then (with
+waited at least `reservations.after_hours`, oldest first (with
+`priority_scaled`: at least its priority-scaled threshold, most urgent
+teuthology priority first, then oldest), then (with
 `head_of_queue`) the first job in dispatch order, at most
 `reservations.max_jobs` in all. In that order each one starts now if enough
 compatible free nodes are left on one of its types (its home type first);
@@ -16,8 +18,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from optialloc.policy import reservation_threshold_s
 from optialloc.solver.caps import CapTable
-from optialloc.solver.lab import OK, LabView, PoolKey, pool_fits
+from optialloc.solver.lab import OK, Group, LabView, PoolKey, pool_fits
 
 FreeNodes = dict[str, dict[PoolKey, list[str]]]
 
@@ -38,18 +41,23 @@ def reserved_jobs(lab: LabView) -> list[int]:
     if not settings.enabled or settings.max_jobs == 0:
         return []
     limit = settings.max_jobs
-    threshold = settings.after_hours * 3600.0
     jobs, waited = lab.jobs, lab.waited
     eligible = [g for g in lab.groups if g.state == OK and g.job.nodes_needed > 0]
-    # The `limit` oldest jobs lie in the `limit` groups with the oldest members (and
-    # in any group tied with the last of those: ties are broken by job id).
-    starving = [g for g in eligible if g.oldest >= threshold]
-    old = heapq.nsmallest(limit, starving, key=lambda g: -g.oldest)
-    if old:
-        cut = old[-1].oldest
-        old = [g for g in starving if g.oldest >= cut]
-    starved = [i for g in old for i in g.members if waited[i] >= threshold]
-    chosen = heapq.nsmallest(limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id))
+    if settings.priority_scaled:
+        chosen = _by_priority(lab, eligible, limit)
+    else:
+        threshold = reservation_threshold_s(0, lab.policy)
+        # The `limit` oldest jobs lie in the `limit` groups with the oldest members (and
+        # in any group tied with the last of those: ties are broken by job id).
+        starving = [g for g in eligible if g.oldest >= threshold]
+        old = heapq.nsmallest(limit, starving, key=lambda g: -g.oldest)
+        if old:
+            cut = old[-1].oldest
+            old = [g for g in starving if g.oldest >= cut]
+        starved = [i for g in old for i in g.members if waited[i] >= threshold]
+        chosen = heapq.nsmallest(
+            limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id)
+        )
     if settings.head_of_queue and len(chosen) < limit and eligible:
         best = min(eligible, key=lambda g: (g.eff, g.job.nodes_needed, -g.oldest))
         top = (best.eff, best.job.nodes_needed)
@@ -58,6 +66,25 @@ def reserved_jobs(lab: LabView) -> list[int]:
         if head not in chosen:
             chosen.append(head)
     return chosen
+
+
+def _by_priority(lab: LabView, eligible: list[Group], limit: int) -> list[int]:
+    """Starved jobs by the priority-scaled threshold: most urgent priority, oldest, id."""
+    jobs, waited = lab.jobs, lab.waited
+    starving: dict[int, list[Group]] = {}
+    for g in eligible:
+        if g.oldest >= reservation_threshold_s(g.job.priority, lab.policy):
+            starving.setdefault(g.job.priority, []).append(g)
+    starved: list[int] = []
+    # Whole priority levels, most urgent first, until `limit` starved jobs are in.
+    for priority in sorted(starving):
+        threshold = reservation_threshold_s(priority, lab.policy)
+        starved.extend(i for g in starving[priority] for i in g.members if waited[i] >= threshold)
+        if len(starved) >= limit:
+            break
+    return heapq.nsmallest(
+        limit, starved, key=lambda i: (jobs[i].priority, jobs[i].queued_at, jobs[i].job_id)
+    )
 
 
 def home_type(lab: LabView, index: int) -> str:

@@ -1,0 +1,218 @@
+"""The what-if tuning rules: priority-scaled reservations, peer-only caps, per-node weights
+and EASY backfill with runtime estimates. Each rule: what the solver does with it, what
+it does without, and that the independent validator rejects a plan breaking it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from solver_support import T0, job, nodes
+
+from optialloc.domain import Plan, RunningJob, Snapshot, Start, Waiting
+from optialloc.errors import PolicyError
+from optialloc.policy import (
+    Policy,
+    policy_from_mapping,
+    reservation_threshold_s,
+    runtime_estimate_s,
+)
+from optialloc.solver import solve
+from optialloc.validator import validate_plan
+
+NO_CAPS = {"owner_max_share": 1.0, "run_max_share": 1.0}
+
+
+def policy(**sections: Any) -> Policy:
+    data: dict[str, Any] = {"aging": {"enabled": False}, "fairness": dict(NO_CAPS)}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return policy_from_mapping(data)
+
+
+def busy(count: int, started_h_ago: float = 1.0, estimate_s: float | None = None) -> tuple:
+    """`count` smithi nodes (smithi001..) used by one-node running jobs."""
+    body = {} if estimate_s is None else {"runtime_estimate_s": estimate_s}
+    return tuple(
+        RunningJob(
+            job(f"r{k}", 1, owner="ops", run="old", body=body),
+            (f"smithi{k:03d}",),
+            T0 - timedelta(hours=started_h_ago),
+        )
+        for k in range(1, count + 1)
+    )
+
+
+def holds_of(plan: Plan) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for hold in plan.held:
+        out.setdefault(hold.for_job_id, []).append(hold.node)
+    return out
+
+
+# ----------------------------------------------------------------------- priority-scaled
+
+
+def test_threshold_scales_with_priority_and_has_a_floor() -> None:
+    scaled = policy(reservations={"after_hours": 24.0, "priority_scaled": True})
+    assert reservation_threshold_s(100, scaled) == pytest.approx(2.4 * 3600)
+    assert reservation_threshold_s(1000, scaled) == pytest.approx(24 * 3600)
+    assert reservation_threshold_s(10, scaled) == pytest.approx(1.0 * 3600)  # min_after_hours
+    assert reservation_threshold_s(100, policy()) == pytest.approx(24 * 3600)
+
+
+def test_a_pr_job_is_reserved_after_hours_a_nightly_after_a_day() -> None:
+    lab = nodes("smithi", 4)
+    queue = [
+        job("pr", 4, priority=100, waited_h=3.0),
+        job("nightly", 4, priority=1000, waited_h=3.0, owner="bob", run="n"),
+    ]
+    snap = Snapshot(T0, tuple(lab), tuple(queue), busy(3))
+    scaled = policy(reservations={"after_hours": 24.0, "priority_scaled": True})
+    plan = solve(snap, scaled)
+    assert holds_of(plan) == {"pr": ["smithi004"]}
+    assert validate_plan(snap, scaled, plan) == []
+    # By age alone nobody has waited 24 h: no hold, and the validator says so.
+    by_age = policy(reservations={"after_hours": 24.0})
+    assert solve(snap, by_age).held == ()
+    assert any("has no reservation" in v for v in validate_plan(snap, by_age, plan))
+
+
+def test_reservations_go_to_the_most_urgent_starved_job_first() -> None:
+    lab = nodes("smithi", 4)
+    queue = [
+        job("old-nightly", 4, priority=1000, waited_h=100.0, owner="bob", run="n"),
+        job("pr", 4, priority=100, waited_h=3.0),
+    ]
+    snap = Snapshot(T0, tuple(lab), tuple(queue), busy(3))
+    scaled = policy(reservations={"after_hours": 24.0, "priority_scaled": True, "max_jobs": 1})
+    assert set(holds_of(solve(snap, scaled))) == {"pr"}
+    by_age = policy(reservations={"after_hours": 2.0, "max_jobs": 1})
+    plan = solve(snap, by_age)
+    assert set(holds_of(plan)) == {"old-nightly"}
+    assert any("has no reservation" in v for v in validate_plan(snap, scaled, plan))
+
+
+# ----------------------------------------------------------------------- peers-only caps
+
+
+def capped(peers_only: bool) -> Policy:
+    return policy(fairness={"owner_max_share": 0.5, "peers_only": peers_only})
+
+
+def test_a_nightly_backlog_does_not_cap_an_urgent_owner() -> None:
+    lab = nodes("smithi", 10)
+    queue = [job(f"a{k}", priority=50, owner="alice", run="pr") for k in range(8)]
+    queue += [job(f"b{k}", priority=1000, owner="bob", run="n") for k in range(5)]
+    snap = Snapshot(T0, tuple(lab), tuple(queue))
+    peers = solve(snap, capped(True))
+    assert sum(s.job_id.startswith("a") for s in peers.starts) == 8
+    assert validate_plan(snap, capped(True), peers) == []
+    plain = solve(snap, capped(False))
+    assert sum(s.job_id.startswith("a") for s in plain.starts) == 5
+    violations = validate_plan(snap, capped(False), peers)
+    assert any("owner alice: holds 8 smithi" in v for v in violations)
+
+
+def test_an_equally_urgent_owner_still_caps() -> None:
+    lab = nodes("smithi", 10)
+    queue = [job(f"a{k}", priority=50, owner="alice", run="pr") for k in range(8)]
+    queue += [job(f"b{k}", priority=50, owner="bob", run="n") for k in range(2)]
+    queue += [job(f"c{k}", priority=1000, owner="carol", run="m") for k in range(5)]
+    snap = Snapshot(T0, tuple(lab), tuple(queue))
+    plan = solve(snap, capped(True))
+    assert sum(s.job_id.startswith("a") for s in plan.starts) == 5
+    assert validate_plan(snap, capped(True), plan) == []
+    # A plan giving alice 8 nodes breaks the cap bob's equal priority imposes.
+    greedy = [Start(f"a{k}", (f"smithi{k + 1:03d}",)) for k in range(8)]
+    greedy += [Start(f"b{k}", (f"smithi{k + 9:03d}",)) for k in range(2)]
+    waiting = tuple(w for w in plan.waiting if w.job_id.startswith("c"))
+    bad = Plan(T0, tuple(greedy), (), waiting, plan.solver)
+    assert any("owner alice: holds 8" in v for v in validate_plan(snap, capped(True), bad))
+
+
+# ----------------------------------------------------------------------- per-node weights
+
+
+def test_node_exponent_lets_an_urgent_big_job_outbid_small_ones() -> None:
+    lab = nodes("smithi", 4)
+    queue = [job("big", 4, priority=50)] + [job(f"s{k}", 1, priority=100) for k in range(4)]
+    snap = Snapshot(T0, tuple(lab), tuple(queue))
+    per_job = policy()
+    per_node = policy(weights={"node_exponent": 1.0})
+    assert {s.job_id for s in solve(snap, per_job).starts} == {"s0", "s1", "s2", "s3"}
+    plan = solve(snap, per_node)
+    assert [s.job_id for s in plan.starts] == ["big"]
+    assert plan.solver.objective == pytest.approx(80.0 * (1 + 0.01 / 4))
+    assert validate_plan(snap, per_node, plan) == []
+    assert any("objective" in v for v in validate_plan(snap, per_job, plan))
+
+
+# ----------------------------------------------------------------------- backfill
+
+
+def backfill_case() -> Snapshot:
+    """4 smithi, 3 busy until T0 + 1 h by their estimates; a starved 4-node job holds the
+    4th; a 30-min, a 2-h and an estimate-less 1-node job wait."""
+    queue = [
+        job("big", 4, priority=1000, waited_h=30.0, owner="bob", run="n"),
+        job("short", 1, body={"runtime_estimate_s": 1800}),
+        job("long", 1, body={"runtime_estimate_s": 7200}),
+        job("unknown", 1),
+    ]
+    return Snapshot(T0, tuple(nodes("smithi", 4)), tuple(queue), busy(3, 1.0, 7200))
+
+
+def test_a_short_job_backfills_held_nodes() -> None:
+    snap = backfill_case()
+    on = policy(reservations={"backfill": True})
+    plan = solve(snap, on)
+    assert [(s.job_id, s.nodes) for s in plan.starts] == [("short", ("smithi004",))]
+    assert plan.held == ()
+    assert validate_plan(snap, on, plan) == []
+    off = policy()
+    plain = solve(snap, off)
+    assert plain.starts == () and holds_of(plain) == {"big": ["smithi004"]}
+    assert any("went to job short" in v for v in validate_plan(snap, off, plan))
+
+
+def test_a_job_ending_after_the_shadow_time_may_not_backfill() -> None:
+    snap = backfill_case()
+    on = policy(reservations={"backfill": True})
+    plan = solve(snap, on)
+    waiting = tuple(
+        Waiting("short", w.position, w.reason) if w.job_id == "long" else w for w in plan.waiting
+    )
+    bad = replace(plan, starts=(Start("long", ("smithi004",)),), waiting=waiting)
+    assert any("went to job long" in v for v in validate_plan(snap, on, bad))
+    unknown = tuple(
+        Waiting("short", w.position, w.reason) if w.job_id == "unknown" else w for w in plan.waiting
+    )
+    bad = replace(plan, starts=(Start("unknown", ("smithi004",)),), waiting=unknown)
+    assert any("went to job unknown" in v for v in validate_plan(snap, on, bad))
+
+
+def test_a_running_job_past_its_estimate_counts_until_max_job_time() -> None:
+    # 3 h into a 2 h estimate: only started_at + max_job_time (T0 + 20 min) is sure,
+    # so the 30-min job no longer ends before the reservation's shadow time.
+    snap = backfill_case()
+    overrun = replace(snap, running=busy(3, 3.0, 7200))
+    on = policy(reservations={"backfill": True}, max_job_time_s=3 * 3600 + 1200)
+    plan = solve(overrun, on)
+    assert plan.starts == () and holds_of(plan) == {"big": ["smithi004"]}
+    assert validate_plan(overrun, on, plan) == []
+
+
+def test_bad_estimates_are_ignored_and_bad_knobs_rejected() -> None:
+    assert runtime_estimate_s(job("x", body={"runtime_estimate_s": "1h"})) is None
+    assert runtime_estimate_s(job("x", body={"runtime_estimate_s": -5})) is None
+    assert runtime_estimate_s(job("x", body={"runtime_estimate_s": True})) is None
+    assert runtime_estimate_s(job("x", body={"runtime_estimate_s": 60})) == 60.0
+    with pytest.raises(PolicyError) as err:
+        policy_from_mapping({"reservations": {"backfill": "yes"}})
+    assert err.value.field == "reservations.backfill"
+    with pytest.raises(PolicyError) as err:
+        policy_from_mapping({"weights": {"node_exponent": 2}})
+    assert err.value.field == "weights.node_exponent"
