@@ -48,8 +48,11 @@ class JobQueue(Protocol):
     - `pending()` returns every job that may be dispatched (not claimed, not
       buried, not deleted), parsed, in queue order (priority, then submission).
       Listing never hides a job from anybody and never reorders the queue.
-      A body that does not parse never appears here: it is buried with the
-      parse error as its reason, and the other jobs are still served.
+      A body that does not parse is buried with the parse error as its
+      reason, and the other jobs are still served. (An adapter may list a
+      job from its scheduling fields before its whole body is parsed; such a
+      job is never dispatched unparsed: `claim` parses it first and, if that
+      fails, buries it and returns False.)
     - `claim(job_id)` atomically takes a pending job for dispatch; it returns
       False if the job is gone, buried or already claimed, so no job is ever
       dispatched twice. A claimed job survives a crash of the claimer: it is

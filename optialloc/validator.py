@@ -4,9 +4,12 @@
 nodes but only 10 are free"); an empty list means the plan is valid. It
 re-derives every rule from docs/policy.md on its own: node states and
 compatibility, one machine type per job, capacity, paused tubes, last_in_suite,
-reservations (held nodes never go to other jobs), fairness caps and the
-objective. Only the weight definition (`optialloc.policy.job_weight`) is shared
-with the solver, because it *is* the definition.
+reservations (held nodes never go to other jobs, except to a job that ends
+by its runtime estimate before the reservation's shadow time, with
+`reservations.backfill`; see `optialloc.backfill_check`), fairness caps (with
+`peers_only`, only against equally or more urgent rivals) and the objective.
+Only the weight definition (`optialloc.policy.job_weight`) is shared with the
+solver, because it *is* the definition.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from optialloc.backfill_check import fits as _fits
+from optialloc.backfill_check import home_type, shadow_time
 from optialloc.domain import Job, Node, Plan, Snapshot, WaitReason
 from optialloc.policy import (
     Policy,
@@ -34,18 +39,6 @@ def plan_objective(snapshot: Snapshot, policy: Policy, plan: Plan) -> float:
     by_id = {j.job_id: j for j in snapshot.queue}
     weight = job_weight_fn(snapshot.taken_at, policy, snapshot.usage)
     return sum(weight(by_id[s.job_id]) for s in plan.starts if s.job_id in by_id)
-
-
-def _fits(job: Job, node: Node, policy: Policy) -> bool:
-    if node.machine_type not in job.machine_types:
-        return False
-    if job.arch and node.arch and job.arch != node.arch:
-        return False
-    if node.machine_type in policy.reimaged_types:
-        return True
-    if job.os_type and job.os_type != node.os_type:
-        return False
-    return not (job.os_version and job.os_version != node.os_version)
 
 
 def _can_ever_run(job: Job, snapshot: Snapshot, policy: Policy) -> bool:
@@ -105,7 +98,10 @@ class _Check:
                     if (self.s.taken_at - j.queued_at).total_seconds()
                     >= reservation_threshold_s(j.priority, self.p)
                 ),
-                key=lambda j: (j.priority, j.queued_at, j.job_id),
+                key=lambda j: (
+                    j.queued_at + timedelta(seconds=reservation_threshold_s(j.priority, self.p)),
+                    j.job_id,
+                ),
             )
         else:
             limit = rules.after_hours * 3600.0
@@ -251,7 +247,16 @@ class _Check:
                 continue
             home = self.nodes[mine[0]].machine_type if mine else self._home(job)
             earlier = set(self.reserved[:rank])
-            shadow = self._shadow(rank, home) if self.p.reservations.backfill else None
+            # A backfilled job may use the held nodes of this or of an earlier reservation
+            # on the same type: it must end before the latest of their shadow times.
+            shadows = [
+                self._shadow(k, home)
+                for k in range(rank + 1)
+                if self.p.reservations.backfill
+                and self.reserved[k] not in self.started
+                and self._home(self.jobs[self.reserved[k]]) == home
+            ]
+            shadow = max((t for t in shadows if t is not None), default=None)
             for start in self.plan.starts:
                 if start.job_id in earlier:
                     continue
@@ -293,12 +298,7 @@ class _Check:
                 )
 
     def _home(self, job: Job) -> str:
-        """Listed type with the most nodes (any state) fitting the job; ties: listed order."""
-        counts = [
-            (sum(1 for n in self.s.nodes if n.machine_type == t and _fits(job, n, self.p)), -k, t)
-            for k, t in enumerate(job.machine_types)
-        ]
-        return max(counts)[2]
+        return home_type(job, self.s, self.p)
 
     def _shadow(self, rank: int, home: str) -> datetime | None:
         """When the reservation at `rank` can start on `home` by estimates (docs/policy.md)."""
@@ -312,36 +312,7 @@ class _Check:
                 where = self._home(job)
             if where == home:
                 demand += job.nodes_needed
-        job = self.jobs[self.reserved[rank]]
-        have = sum(
-            1
-            for n in self.s.nodes
-            if n.machine_type == home
-            and n.free
-            and n.name not in self.busy
-            and _fits(job, n, self.p)
-        )
-        limit = timedelta(seconds=self.p.max_job_time_s)
-        releases = []
-        for rj in self.s.running:
-            count = sum(
-                1
-                for name in rj.nodes
-                if name in self.nodes
-                and self.nodes[name].machine_type == home
-                and _fits(job, self.nodes[name], self.p)
-            )
-            if count:
-                est = runtime_estimate_s(rj.job)
-                end = rj.started_at + (timedelta(seconds=est) if est is not None else limit)
-                releases.append((end if end >= self.s.taken_at else rj.started_at + limit, count))
-        when = self.s.taken_at
-        for end, count in sorted(releases, key=lambda item: item[0]):
-            if have >= demand:
-                break
-            have += count
-            when = end
-        return when if have >= demand else None
+        return shadow_time(self.s, self.p, self.jobs[self.reserved[rank]], home, demand)
 
     def fairness(self, dimension: str, share: float) -> None:
         if share >= 1.0:

@@ -58,7 +58,7 @@ for _owner, _name, _label in (
     (Wire, "reserve_batch", "reserve (pipelined)"),
     (Wire, "stats_jobs", "stats-job (pipelined)"),
     (queue_store, "scan_many", "scan bodies (fields only)"),
-    (queue_store.QueueStore, "insert", "store (one durable transaction)"),
+    (queue_store.QueueStore, "insert", "scan + store, durably per batch"),
     (Wire, "read_deletes", "wait for beanstalkd's deletes"),
     (queue_store.QueueStore, "confirm_source_deleted", "record deletes"),
     (QueueView, "refresh", "build the view"),

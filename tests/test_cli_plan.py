@@ -133,12 +133,13 @@ def test_bad_snapshot_exits_3_naming_the_path_inside_the_file(tmp_path: Path) ->
     assert missing.returncode == ExitCode.BAD_INPUT and "no such file" in missing.stderr
 
 
-def test_without_dry_run_or_snapshot_it_explains_what_to_do() -> None:
+def test_without_dry_run_or_snapshot_it_explains_what_to_do(tmp_path: Path) -> None:
     no_dry = run_cli("plan", "--snapshot", str(SMALL))
     assert no_dry.returncode == ExitCode.USAGE and "optialloc serve" in no_dry.stderr
-    live = run_cli("plan", "--dry-run")
-    assert live.returncode == ExitCode.USAGE and "not built yet" in live.stderr
-    assert "--snapshot" in live.stderr
+    # without --snapshot: the live lab of the config (here the embedded default, empty queue)
+    live = run_cli("plan", "--dry-run", env={"OPTIALLOC_STATE_DIR": str(tmp_path / "state")})
+    assert live.returncode == ExitCode.OK, live.stderr
+    assert live.stdout.startswith("policy: ")
 
 
 def test_help_has_examples() -> None:

@@ -210,3 +210,25 @@ def test_demo_serves_its_jobs_and_prints_a_summary(tmp_path: Path) -> None:
     assert "demo finished: 7 jobs run (7 passed, 0 failed)" in proc.stdout
     assert "utilization:" in proc.stdout and " % of up nodes" in proc.stdout
     assert "per owner:" in proc.stdout
+
+
+def test_exit_on_empty_queue_is_not_held_up_by_a_job_that_can_never_run(tmp_path: Path) -> None:
+    config = _setup(tmp_path, jobs=1)
+    queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
+    body = {
+        "name": "run",
+        "owner": "o",
+        "machine_type": "no-such-type",
+        "priority": 100,
+        "roles": [["osd.0"]],
+        "duration": "0.1",
+    }
+    stuck = queue.put("no-such-type", dump_body(body), 100)
+    queue.close()
+    proc = _run(config, "serve", "--exit-on-empty-queue")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"job {stuck} waits: invalid" in proc.stderr
+    queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
+    assert [job.job_id for job in queue.pending()] == [stuck]  # left queued, not dropped
+    queue.close()
+    assert len(read_records(tmp_path / "records.txt")) == 1

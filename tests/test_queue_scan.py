@@ -252,3 +252,58 @@ def test_everyday_teuthology_bodies_are_always_scanned(
 ) -> None:
     text = yaml.safe_dump({**extra, **fields}, default_flow_style=False)
     assert check(text) is not None, text
+
+
+_fragment_lines = st.sampled_from(
+    [
+        "priority: 5",
+        "priority: '7'",
+        "priority:  0x1f  ",
+        "name: a",
+        "name: 'a",
+        'name: "b',
+        "  x: 'y",
+        "  - 'z",
+        "b'",
+        'c"',
+        "  k: v",
+        "roles:",
+        "- - a",
+        "- []",
+        "  - b",
+        "- a",
+        "description: x",
+        "  y",
+        "machine_type: smithi",
+        "owner: ~",
+        "  'q': 'r'",
+        "",
+        "extra: [a,",
+        "  b]",
+        "x: |",
+        "  'text",
+        "a: &x 1",
+        "owner: *x",
+        "os_type: 'it''s",
+        "  more'",
+        "  # c",
+        "arch: 'a' # c",
+        "first_in_suite: yes",
+        'k: "a\\"',
+        "timestamp: 2026-11-20 20:00:03",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_fragment_lines, min_size=1, max_size=10))
+def test_hand_made_fragments_are_passed_or_agree(lines: list[str]) -> None:
+    text = "\n".join(lines) + "\n"
+    try:
+        full = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return  # not YAML: the full check at claim or in the background buries it
+    if isinstance(full, dict):
+        check(text)
+    else:
+        assert scan_fields(text) is None

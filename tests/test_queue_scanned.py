@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from queue_support import body, marker_of, open_beanstalk, raw_put
+from queue_support import body, marker_of, open_beanstalk, raw, raw_put
 
 from optialloc.adapters import queue_db, queue_store
 from optialloc.adapters.embedded_queue import EmbeddedQueue
@@ -157,4 +157,34 @@ def test_store_made_before_the_scan_columns_opens_and_works(tmp_path: Path) -> N
     job_id = queue.put("smithi", body("old"), 100)
     assert [j.job_id for j in queue.pending()] == [job_id]
     assert queue.claim(job_id)
+    queue.close()
+
+
+def test_big_ingest_in_batches_gives_the_jobs_the_full_parse_gives(
+    beanstalkd, tmp_path: Path, scan_everything: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several batches, deletes overlapping the next batch, scanned bodies: the same jobs."""
+    from optialloc.adapters import beanstalk_queue
+    from optialloc.teuthology import parse_job
+
+    monkeypatch.setattr(beanstalk_queue, "BATCH", 20)
+    texts = {}
+    for i in range(70):
+        text = body(f"h{i}", priority=i % 3, nodes=1 + i % 4)
+        texts[str(raw_put(beanstalkd.port, "smithi", text, priority=100 + i % 3))] = text
+    queue = open_beanstalk(tmp_path, beanstalkd.port)
+    jobs = queue.pending()
+    assert len(jobs) == 70
+    for job in jobs:
+        full = parse_job(
+            yaml.safe_load(texts[job.job_id]),
+            job_id=job.job_id,
+            queued_at=job.queued_at,
+            tube="smithi",
+            priority=job.priority,
+        )
+        assert job == full and job.body == full.body
+    stats = raw(beanstalkd.port).stats_tube("smithi")  # all deleted there, none still reserved
+    assert (stats["current-jobs-ready"], stats["current-jobs-reserved"]) == (0, 0)
+    assert queue.validator.wait(120)
     queue.close()

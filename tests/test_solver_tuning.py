@@ -9,6 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from solver_support import T0, job, nodes
 
 from optialloc.domain import Plan, RunningJob, Snapshot, Start, Waiting
@@ -80,18 +82,24 @@ def test_a_pr_job_is_reserved_after_hours_a_nightly_after_a_day() -> None:
     assert any("has no reservation" in v for v in validate_plan(snap, by_age, plan))
 
 
-def test_reservations_go_to_the_most_urgent_starved_job_first() -> None:
+def test_reservations_go_to_the_longest_starved_job_first() -> None:
+    # starved since: the nightly 30 h - 24 h = 6 h ago, the PR job 10 h - 2.4 h = 7.6 h ago
     lab = nodes("smithi", 4)
     queue = [
-        job("old-nightly", 4, priority=1000, waited_h=100.0, owner="bob", run="n"),
-        job("pr", 4, priority=100, waited_h=3.0),
+        job("nightly", 4, priority=1000, waited_h=30.0, owner="bob", run="n"),
+        job("pr", 4, priority=100, waited_h=10.0),
     ]
     snap = Snapshot(T0, tuple(lab), tuple(queue), busy(3))
     scaled = policy(reservations={"after_hours": 24.0, "priority_scaled": True, "max_jobs": 1})
     assert set(holds_of(solve(snap, scaled))) == {"pr"}
+    # A job starved for longer goes first whatever its priority: the order is stable.
+    older = Snapshot(
+        T0, tuple(lab), (replace(queue[0], queued_at=T0 - timedelta(hours=40)), queue[1]), busy(3)
+    )
+    assert set(holds_of(solve(older, scaled))) == {"nightly"}
     by_age = policy(reservations={"after_hours": 2.0, "max_jobs": 1})
     plan = solve(snap, by_age)
-    assert set(holds_of(plan)) == {"old-nightly"}
+    assert set(holds_of(plan)) == {"nightly"}
     assert any("has no reservation" in v for v in validate_plan(snap, scaled, plan))
 
 
@@ -216,3 +224,63 @@ def test_bad_estimates_are_ignored_and_bad_knobs_rejected() -> None:
     with pytest.raises(PolicyError) as err:
         policy_from_mapping({"weights": {"node_exponent": 2}})
     assert err.value.field == "weights.node_exponent"
+
+
+# ----------------------------------------------------------------------- property: backfill
+
+
+@st.composite
+def backfill_labs(draw: st.DrawFn) -> tuple[Snapshot, Policy]:
+    """One or two types, most nodes busy with estimated jobs, starved big jobs, short jobs."""
+    lab = nodes("smithi", draw(st.integers(2, 8))) + nodes("mira", draw(st.integers(0, 3)))
+    running = []
+    for k, node in enumerate(lab):
+        if draw(st.booleans()) or k % 3:
+            est = draw(st.sampled_from((None, 1800.0, 3600.0, 7200.0)))
+            body = {} if est is None else {"runtime_estimate_s": est}
+            rj = job(f"r{k}", 1, node.machine_type, owner="ops", run="old", body=body)
+            ago = timedelta(minutes=draw(st.sampled_from((0, 20, 50, 130))))
+            running.append(RunningJob(rj, (node.name,), T0 - ago))
+    queue = []
+    for k in range(draw(st.integers(1, 8))):
+        est = draw(st.sampled_from((None, 300.0, 1200.0, 3000.0, 9000.0)))
+        queue.append(
+            job(
+                f"j{k}",
+                draw(st.integers(1, 4)),
+                draw(st.sampled_from(("smithi", "mira", "smithi,mira"))),
+                priority=draw(st.sampled_from((50, 100, 1000))),
+                owner=draw(st.sampled_from(("alice", "bob"))),
+                run=draw(st.sampled_from(("r1", "r2"))),
+                waited_h=draw(st.sampled_from((0.0, 3.0, 30.0))),
+                body={} if est is None else {"runtime_estimate_s": est},
+            )
+        )
+    pol = policy_from_mapping(
+        {
+            "reservations": {
+                "after_hours": 24.0,
+                "priority_scaled": draw(st.booleans()),
+                "max_jobs": draw(st.integers(1, 3)),
+                "backfill": True,
+            },
+            "fairness": {
+                "owner_max_share": draw(st.sampled_from((1.0, 0.5))),
+                "run_max_share": 1.0,
+                "peers_only": draw(st.booleans()),
+            },
+            "reimaged_types": ["smithi", "mira"],
+        }
+    )
+    return Snapshot(T0, tuple(lab), tuple(queue), tuple(running)), pol
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(backfill_labs())
+def test_every_backfilled_plan_validates(case: tuple[Snapshot, Policy]) -> None:
+    snap, pol = case
+    plan = solve(snap, pol)
+    assert validate_plan(snap, pol, plan) == []
+    # a job never both starts and has nodes held for it
+    held_for = {h.for_job_id for h in plan.held}
+    assert not held_for & {s.job_id for s in plan.starts}

@@ -42,7 +42,7 @@ from tenacity import (
 
 from optialloc.adapters.embedded_queue import EmbeddedQueue, check_priority
 from optialloc.adapters.queue_beanstalk_wire import JobInfo, Reserved, Wire, WireError
-from optialloc.adapters.queue_body import body_hash, scan_helper
+from optialloc.adapters.queue_body import body_hash
 from optialloc.adapters.queue_store import NewJob
 from optialloc.errors import BackendUnavailable, InputError
 from optialloc.teuthology import TEUTHOLOGY_TTR
@@ -212,16 +212,10 @@ class BeanstalkQueue(EmbeddedQueue):
         wire = self._wire_connection()
         self._finish_owed()
         wire.watch_only(tubes)
-        with contextlib.ExitStack() as helper:
-            return self._ingest_batches(wire, helper)
-
-    def _ingest_batches(self, wire: Wire, helper: contextlib.ExitStack) -> int:
         moved = 0
         owed: _Owed | None = None  # committed to the store, not yet deleted in beanstalkd
         while True:
             batch = self._reserve(wire, BATCH)
-            if len(batch) == BATCH and moved == 0:
-                helper.enter_context(scan_helper())  # a backlog: scan on two CPUs
             infos = wire.stats_jobs([r.jid for r in batch]) if batch else {}
             if owed is not None:
                 wire.send_deletes(owed.jids)

@@ -18,10 +18,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,9 +99,7 @@ def scan_body(text: str, *, tube: str, priority: int, queued_at: float) -> Check
     return scanned
 
 
-def _scanned(
-    text: str, tube: str, priority: int, queued_at: float, job_id: str, with_job: bool = True
-) -> Checked | None:
+def _scanned(text: str, tube: str, priority: int, queued_at: float, job_id: str) -> Checked | None:
     fields = scan_fields(text) if len(text) <= MAX_BODY_BYTES else None
     if fields is None:
         return None
@@ -118,8 +115,6 @@ def _scanned(
         )
     except JobParseError:
         return None
-    if not with_job:
-        return Checked(None, job.run, job.owner, job.nodes_needed, None, fields_json, full=False)
     from optialloc.adapters.queue_lazy import LazyBody  # imports this module
 
     object.__setattr__(job, "body", LazyBody(text, fields))  # a Job nobody else holds yet
@@ -155,72 +150,16 @@ def _check_item(item: tuple[str, str, int, float]) -> Checked:
     return check_body(text, tube=tube, priority=priority, queued_at=queued_at)
 
 
-#: During a big ingest: one forked process that scans half of each batch (`scan_helper`).
-_helper: ProcessPoolExecutor | None = None
-#: Below this many bodies in a batch, the helper is not worth the pickling.
-HELPER_MIN = 200
-
-
-@contextmanager
-def scan_helper() -> Iterator[None]:
-    """Within this block, `scan_many` hands half of each batch to one forked helper process.
-
-    For ingests of thousands of jobs: the helper is forked once, and the
-    scanning of a batch then takes about half the wall time on 2 cores.
-    Without `fork` or a second CPU this does nothing.
-    """
-    global _helper
-    if _helper is not None or (os.cpu_count() or 1) < 2 or "fork" not in mp.get_all_start_methods():
-        yield
-        return
-    try:
-        _helper = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
-    except OSError as exc:
-        log.warning("no helper process for scanning bodies (%s): scanning in one process", exc)
-        yield
-        return
-    try:
-        yield
-    finally:
-        pool, _helper = _helper, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _scan_part(
-    items: Sequence[tuple[str, str, int, float]], job_ids: Sequence[str]
-) -> list[Checked | None]:
-    # In the helper: `Job`s are not sent back (their lazy bodies would be parsed to pickle).
-    return [_scanned(*item, job_id, False) for item, job_id in zip(items, job_ids, strict=True)]
-
-
 def scan_many(
     items: Sequence[tuple[str, str, int, float]], job_ids: Sequence[str]
 ) -> list[Checked]:
     """`scan_body` for (text, tube, priority, queued_at) items, in order.
 
-    Scanning costs about 0.04 ms a body, so it runs here (half in the helper
-    process within `scan_helper`); the bodies the scanner passes on are
-    parsed fully by `check_many` (in parallel if many). `job_ids` are the ids
-    the scanned `Checked.job`s get (the expected ones).
+    Scanning costs about 0.05 ms a body, so it runs here; the bodies the
+    scanner passes on are parsed fully by `check_many` (in parallel if many).
+    `job_ids` are the ids the scanned `Checked.job`s get (the expected ones).
     """
-    half = len(items) // 2 if _helper is not None and len(items) >= HELPER_MIN else 0
-    front = None
-    if half:
-        try:
-            front = _helper.submit(_scan_part, items[:half], job_ids[:half])  # type: ignore[union-attr]
-        except (OSError, RuntimeError, BrokenProcessPool) as exc:
-            log.warning("helper process for scanning bodies unavailable (%s)", exc)
-            half = 0
-    out = [
-        _scanned(*item, job_id) for item, job_id in zip(items[half:], job_ids[half:], strict=True)
-    ]
-    if front is not None:
-        try:
-            out = front.result() + out
-        except (OSError, BrokenProcessPool) as exc:
-            log.warning("helper process for scanning bodies failed (%s): scanning here", exc)
-            out = [*_scan_part(items[:half], job_ids[:half]), *out]
+    out = [_scanned(*item, job_id) for item, job_id in zip(items, job_ids, strict=True)]
     unsure = [index for index, checked in enumerate(out) if checked is None]
     for index, checked in zip(unsure, check_many([items[i] for i in unsure]), strict=True):
         out[index] = checked

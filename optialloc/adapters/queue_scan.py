@@ -387,7 +387,7 @@ def scan_fields(text: str) -> dict[str, Any] | None:
     """
     if (
         not text
-        or text[0] in " -#%."
+        or text[0] in " -#%.\n"  # a mapping starts with a key line (else: not a mapping)
         or _UNUSUAL.search(text)
         or "\n---" in text
         or "\n..." in text

@@ -6,7 +6,8 @@ waiting jobs with their reasons, held nodes and the solver's figures, as
 tables or as one JSON object. Exit codes: 0 the plan is valid, 3 a bad
 snapshot or policy file (one stderr line naming the field), 4 the validator
 rejected the plan (its violations are printed). Committing plans is
-`optialloc serve`'s job; reading the live lab here is not built yet.
+`optialloc serve`'s job. Without --snapshot the live lab is read through the
+same config as `serve` (queue, inventory, the journal's running jobs).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--snapshot",
         metavar="FILE",
-        help="snapshot file to plan for (without it: the live lab, not built yet)",
+        help="snapshot file to plan for (default: the live lab, through --config)",
     )
     parser.add_argument(
         "--policy",
@@ -141,32 +142,32 @@ def handle(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     config = load_config(args.config)
     if args.snapshot is None:
-        print(
-            "optialloc plan: reading the live lab is not built yet: pass --snapshot FILE "
-            "(see docs/snapshot-format.md)",
-            file=sys.stderr,
-        )
-        return int(ExitCode.USAGE)
-    document = load_snapshot_document(args.snapshot)
+        # The live lab, read through the same config as `serve` (changes nothing).
+        from optialloc.snapshotter import live_snapshot
+
+        snapshot, runtimes, source = live_snapshot(config), None, "the live lab"
+    else:
+        document = load_snapshot_document(args.snapshot)
+        snapshot, runtimes, source = document.snapshot, document.runtimes, args.snapshot
     policy = load_policy(config.resolve_path(args.policy or config.policy))
     if args.dump_snapshot:
         dump_snapshot(
-            document.snapshot,
+            snapshot,
             args.dump_snapshot,
-            runtimes=document.runtimes,
-            header=f"written by optialloc plan --dry-run from {args.snapshot}",
+            runtimes=runtimes,
+            header=f"written by optialloc plan --dry-run from {source}",
         )
         print(f"optialloc plan: snapshot written to {args.dump_snapshot}", file=sys.stderr)
 
-    result = dry_run(document.snapshot, policy)
+    result = dry_run(snapshot, policy)
     if args.json:
-        out = plan_to_dict(result.plan, document.snapshot)
+        out = plan_to_dict(result.plan, snapshot)
         out["policy"] = policy.name
         out["valid"] = not result.violations
         out["violations"] = result.violations
         _emit(json.dumps(out, indent=1))
     else:
-        text = format_plan(result.plan, document.snapshot, limit=args.limit or None)
+        text = format_plan(result.plan, snapshot, limit=args.limit or None)
         _emit(f"policy: {policy.name}\n{text}")
     if result.violations:
         print(

@@ -138,7 +138,7 @@ class Explainer:
             return (
                 WaitReason.LOWER_PRIORITY,
                 f"needs {need} {machine_type}, {top[1]} free, {taken} given to starved "
-                f"job(s) {starved} (waited past reservations.after_hours)",
+                f"job(s) {starved} (waited past their reservation threshold)",
             )
         open_rows = [r for r in rows if r[2] >= need]
         checks = (

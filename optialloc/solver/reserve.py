@@ -2,8 +2,8 @@
 
 Reserved jobs (docs/policy.md, "No starvation"): every eligible job that has
 waited at least `reservations.after_hours`, oldest first (with
-`priority_scaled`: at least its priority-scaled threshold, most urgent
-teuthology priority first, then oldest), then (with
+`priority_scaled`: at least its priority-scaled threshold, longest
+*starved* first, i.e. by `queued_at + threshold`), then (with
 `head_of_queue`) the first job in dispatch order, at most
 `reservations.max_jobs` in all. In that order each one starts now if enough
 compatible free nodes are left on one of its types (its home type first);
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from optialloc.policy import reservation_threshold_s
 from optialloc.solver.caps import CapTable
@@ -44,7 +45,7 @@ def reserved_jobs(lab: LabView) -> list[int]:
     jobs, waited = lab.jobs, lab.waited
     eligible = [g for g in lab.groups if g.state == OK and g.job.nodes_needed > 0]
     if settings.priority_scaled:
-        chosen = _by_priority(lab, eligible, limit)
+        chosen = _by_starved_since(lab, eligible, limit)
     else:
         threshold = reservation_threshold_s(0, lab.policy)
         # The `limit` oldest jobs lie in the `limit` groups with the oldest members (and
@@ -55,9 +56,7 @@ def reserved_jobs(lab: LabView) -> list[int]:
             cut = old[-1].oldest
             old = [g for g in starving if g.oldest >= cut]
         starved = [i for g in old for i in g.members if waited[i] >= threshold]
-        chosen = heapq.nsmallest(
-            limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id)
-        )
+        chosen = heapq.nsmallest(limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id))
     if settings.head_of_queue and len(chosen) < limit and eligible:
         best = min(eligible, key=lambda g: (g.eff, g.job.nodes_needed, -g.oldest))
         top = (best.eff, best.job.nodes_needed)
@@ -68,23 +67,27 @@ def reserved_jobs(lab: LabView) -> list[int]:
     return chosen
 
 
-def _by_priority(lab: LabView, eligible: list[Group], limit: int) -> list[int]:
-    """Starved jobs by the priority-scaled threshold: most urgent priority, oldest, id."""
+def _by_starved_since(lab: LabView, eligible: list[Group], limit: int) -> list[int]:
+    """Starved jobs by the priority-scaled threshold, longest starved first.
+
+    "Starved since" is `queued_at + threshold(priority)`: a PR job queued at 10:00
+    starves at 12:24, a nightly queued the evening before at 20:00 today. Ordering by
+    it (then job id) keeps the order stable from tick to tick (a newly starved job
+    queues behind), which is what the anti-starvation bound needs.
+    """
     jobs, waited = lab.jobs, lab.waited
-    starving: dict[int, list[Group]] = {}
+    starved: list[tuple[datetime, str, int]] = []
     for g in eligible:
-        if g.oldest >= reservation_threshold_s(g.job.priority, lab.policy):
-            starving.setdefault(g.job.priority, []).append(g)
-    starved: list[int] = []
-    # Whole priority levels, most urgent first, until `limit` starved jobs are in.
-    for priority in sorted(starving):
-        threshold = reservation_threshold_s(priority, lab.policy)
-        starved.extend(i for g in starving[priority] for i in g.members if waited[i] >= threshold)
-        if len(starved) >= limit:
-            break
-    return heapq.nsmallest(
-        limit, starved, key=lambda i: (jobs[i].priority, jobs[i].queued_at, jobs[i].job_id)
-    )
+        threshold = reservation_threshold_s(g.job.priority, lab.policy)
+        if g.oldest < threshold:
+            continue
+        since = timedelta(seconds=threshold)  # same arithmetic as the validator: exact ties
+        starved.extend(
+            (jobs[i].queued_at + since, jobs[i].job_id, i)
+            for i in g.members
+            if waited[i] >= threshold
+        )
+    return [i for _, _, i in heapq.nsmallest(limit, starved)]
 
 
 def home_type(lab: LabView, index: int) -> str:
