@@ -22,7 +22,7 @@ not silently change scheduling.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +100,35 @@ class SolverSettings:
 
 
 @dataclass(frozen=True)
+class JobTimeLimit(Mapping[str, Any]):
+    """One `job_time_limits` rule: jobs matching every given key get at most `seconds`.
+
+    Read as a mapping (`seconds`, `suite`, `max_priority`, `min_priority`,
+    `machine_type`; unset keys absent) by the monitor (`optialloc.monitor`).
+    """
+
+    seconds: float
+    suite: str | None = None
+    max_priority: int | None = None
+    min_priority: int | None = None
+    machine_type: str | None = None
+
+    def _set(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self._set()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._set())
+
+    def __len__(self) -> int:
+        return len(self._set())
+
+
+@dataclass(frozen=True)
 class Policy:
     """A whole scheduling policy model.
 
@@ -115,6 +144,8 @@ class Policy:
     solver: SolverSettings = field(default_factory=SolverSettings)
     reimaged_types: frozenset[str] = frozenset()
     max_job_time_s: float = 259200.0  # documents the anti-starvation bound (teuthology's default)
+    # per-priority / per-suite / per-type time limits; the first matching rule wins
+    job_time_limits: tuple[JobTimeLimit, ...] = ()
 
 
 # ----------------------------------------------------------------------------- loading
@@ -185,6 +216,48 @@ def _section(name: str, data: Any) -> Any:
     return cls(**values)
 
 
+def _time_limits(value: Any) -> tuple[JobTimeLimit, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise PolicyError("job_time_limits", f"expected a list of rules, got {value!r}")
+    allowed = {f.name for f in fields(JobTimeLimit)}
+    rules = []
+    for index, rule in enumerate(value):
+        path = f"job_time_limits[{index}]"
+        if not isinstance(rule, Mapping):
+            raise PolicyError(path, f"expected a mapping with seconds and a match, got {rule!r}")
+        unknown = set(rule) - allowed
+        if unknown:
+            raise PolicyError(
+                f"{path}.{sorted(unknown)[0]}",
+                f"unknown key (allowed: {', '.join(sorted(allowed))})",
+            )
+        seconds = rule.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise PolicyError(
+                f"{path}.seconds", f"expected a number of seconds > 0, got {seconds!r}"
+            )
+        for key in ("max_priority", "min_priority"):
+            bound = rule.get(key)
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
+                raise PolicyError(f"{path}.{key}", f"expected an integer priority, got {bound!r}")
+        for key in ("suite", "machine_type"):
+            name = rule.get(key)
+            if name is not None and (not isinstance(name, str) or not name):
+                raise PolicyError(f"{path}.{key}", f"expected a non-empty string, got {name!r}")
+        rules.append(
+            JobTimeLimit(
+                seconds=float(seconds),
+                suite=rule.get("suite"),
+                max_priority=rule.get("max_priority"),
+                min_priority=rule.get("min_priority"),
+                machine_type=rule.get("machine_type"),
+            )
+        )
+    return tuple(rules)
+
+
 def policy_from_mapping(data: Mapping[str, Any], source: str = "<policy>") -> Policy:
     """Validate a policy mapping (as loaded from YAML); missing keys take their defaults.
 
@@ -207,6 +280,8 @@ def policy_from_mapping(data: Mapping[str, Any], source: str = "<policy>") -> Po
                 if not isinstance(value, str):
                     raise PolicyError(key, f"expected a string, got {value!r}")
                 values[key] = value
+            elif key == "job_time_limits":
+                values[key] = _time_limits(value)
             elif key == "reimaged_types":
                 if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                     raise PolicyError(key, f"expected a list of machine type names, got {value!r}")

@@ -81,6 +81,7 @@ class _Check:
             if j.nodes_needed > 0 and self.eligible[jid]
         )
         self.started = {s.job_id: s for s in plan.starts}
+        self._effective: dict[str, float] | None = None
         self.reserved = self._reserved()
 
     def _reserved(self) -> list[str]:
@@ -360,14 +361,23 @@ class _Check:
                     f"cap is {cap} ({share:.0%} of {base[machine_type]}) while others wait"
                 )
 
+    def _effective_of_eligible(self) -> dict[str, float]:
+        """Effective priority of every eligible job that needs nodes (computed once per check)."""
+        if self._effective is None:
+            effective = effective_priority_fn(self.s.taken_at, self.p, self.s.usage)
+            self._effective = {
+                jid: effective(j)
+                for jid, j in self.jobs.items()
+                if j.nodes_needed > 0 and self.eligible[jid]
+            }
+        return self._effective
+
     def _best_priority(self, who: Callable[[Job], str]) -> dict[tuple[str, str], float]:
         """Best effective priority of the eligible jobs of each (owner or run, type)."""
-        effective = effective_priority_fn(self.s.taken_at, self.p, self.s.usage)
         best: dict[tuple[str, str], float] = {}
-        for jid, j in self.jobs.items():
-            if j.nodes_needed == 0 or not self.eligible[jid]:
-                continue
-            eff = effective(j)
+        jobs = self.jobs
+        for jid, eff in self._effective_of_eligible().items():
+            j = jobs[jid]
             for t in j.machine_types:
                 if eff < best.get((who(j), t), math.inf):
                     best[(who(j), t)] = eff

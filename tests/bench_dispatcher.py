@@ -9,7 +9,8 @@ once), the real solver and validator, a journal on disk.
 2. tick latency: 20,000 queued jobs on a lab whose nodes are mostly held by
    other users (20 free), so each tick starts a few jobs, as in steady state.
    Figure: median and p95 wall time of a whole tick (watch, snapshot, solve,
-   validate, record positions, commit, launch), and the solver's share.
+   validate, record positions, commit, launch), and the medians of its
+   solver, validator and commit (claim + lock + launch) phases.
 
 Usage: python tests/bench_dispatcher.py [--runs 3] [--jobs 10000] [--queued 20000]
 Prints the median over the runs for each figure.
@@ -77,13 +78,16 @@ def lab() -> list[Node]:
 def put_jobs(port: int, count: int, seed: int) -> None:
     rng = random.Random(seed)
     conn = beanstalkc.Connection("127.0.0.1", port, parse_yaml=yaml.safe_load)
+    # As teuthology-suite queues them: a run of 200 jobs has one owner and one
+    # priority; its jobs differ in machine type and node count.
+    run_priority = [rng.choice((75, 100, 200, 1000)) for _ in range(count // 200 + 1)]
     for i in range(count):
         machine_type = rng.choices([t for t, _ in TYPES], weights=[n for _, n in TYPES])[0]
         nodes = rng.randint(1, 4)
-        priority = rng.choice((75, 100, 200, 1000))
+        priority = run_priority[i // 200]
         body = {
             "name": f"bench-run-{i // 200}",
-            "owner": f"scheduled_u{i % 7}@lab",
+            "owner": f"scheduled_u{(i // 200) % 7}@lab",
             "machine_type": machine_type,
             "priority": priority,
             "roles": [[f"osd.{k}"] for k in range(nodes)],
@@ -138,25 +142,31 @@ def bench_launches(jobs: int, seed: int) -> float:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_ticks(queued: int, seed: int, ticks: int = 30) -> tuple[float, float, float, int]:
+def bench_ticks(
+    queued: int, seed: int, ticks: int = 30
+) -> tuple[float, float, float, float, float, int]:
     tmp = Path(tempfile.mkdtemp(prefix="optialloc-bench-"))
     beanstalkd, port = start_beanstalkd(tmp)
     try:
         put_jobs(port, queued, seed)
         dispatcher, _ = build(tmp, port, held_by_others=sum(n for _, n in TYPES) - 20)
         dispatcher.tick()  # the first tick ingests the whole beanstalkd backlog: not steady state
-        walls, solver, launched = [], [], 0
+        walls, solver, validate, commit, launched = [], [], [], [], 0
         for _ in range(ticks):
             time.sleep(0.02)  # let the last tick's `true` jobs exit
             report = dispatcher.tick()
             walls.append(report.tick_s)
             solver.append(report.solver_s)
+            validate.append(report.validate_s)
+            commit.append(report.commit_s)
             launched += len(report.started)
         walls.sort()
         return (
             statistics.median(walls),
             walls[int(0.95 * (len(walls) - 1))],
             statistics.median(solver),
+            statistics.median(validate),
+            statistics.median(commit),
             launched,
         )
     finally:
@@ -171,30 +181,37 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--queued", type=int, default=20_000)
+    parser.add_argument("--skip-launches", action="store_true", help="only the tick latency part")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     rates = []
-    for run in range(args.runs):
+    for run in range(0 if args.skip_launches else args.runs):
         rates.append(bench_launches(args.jobs, seed=run))
         print(
             f"run {run + 1}: {rates[-1]:.0f} launches/s ({args.jobs} jobs of 1-4 nodes, 1000 nodes)"
         )
-    print(f"launches: median {statistics.median(rates):.0f} launches/s over {args.runs} runs")
-    medians, p95s, solvers = [], [], []
+    if rates:
+        print(f"launches: median {statistics.median(rates):.0f} launches/s over {args.runs} runs")
+    medians, p95s, solvers, validates, commits = [], [], [], [], []
     for run in range(args.runs):
-        median, p95, solver, launched = bench_ticks(args.queued, seed=100 + run)
+        median, p95, solver, validate, commit, launched = bench_ticks(args.queued, seed=100 + run)
         medians.append(median)
         p95s.append(p95)
         solvers.append(solver)
+        validates.append(validate)
+        commits.append(commit)
         print(
             f"run {run + 1}: tick median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-            f"solver median {solver * 1000:.0f} ms ({launched} jobs started in 30 ticks)"
+            f"solver median {solver * 1000:.0f} ms, validator {validate * 1000:.0f} ms, "
+            f"commit {commit * 1000:.0f} ms ({launched} jobs started in 30 ticks)"
         )
     print(
         f"tick latency with {args.queued} queued: "
         f"median {statistics.median(medians) * 1000:.0f} ms, "
         f"p95 {statistics.median(p95s) * 1000:.0f} ms, "
-        f"solver {statistics.median(solvers) * 1000:.0f} ms (medians over {args.runs} runs)"
+        f"solver {statistics.median(solvers) * 1000:.0f} ms, "
+        f"validator {statistics.median(validates) * 1000:.0f} ms, "
+        f"commit {statistics.median(commits) * 1000:.0f} ms (medians over {args.runs} runs)"
     )
     return 0
 

@@ -129,3 +129,45 @@ def test_usage_penalty_worsens_heavy_users() -> None:
     assert effective_priority(job(1, owner="bob"), T0, policy, usage) == pytest.approx(125.0)
     assert effective_priority(job(1, owner="carol"), T0, policy, usage) == 100.0
     assert effective_priority(job(1, owner="alice"), T0, policy, {}) == 100.0
+
+
+def test_job_time_limits_load_and_drive_the_monitor(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from optialloc.monitor import time_limit
+    from optialloc.teuthology import parse_job
+
+    path = tmp_path / "limits.yaml"
+    path.write_text(
+        "job_time_limits:\n"
+        "- {max_priority: 50, seconds: 3600}\n"
+        "- {suite: rados, machine_type: smithi, seconds: 7200}\n"
+    )
+    policy = load_policy(str(path))
+    t0 = datetime(2026, 11, 24, tzinfo=UTC)
+
+    def job(**body: object) -> object:
+        return parse_job(
+            {"machine_type": "smithi", "roles": [["osd.0"]], **body}, job_id="1", queued_at=t0
+        )
+
+    assert time_limit(job(priority=40), 259200, policy) == 3600  # type: ignore[arg-type]
+    assert time_limit(job(priority=400, suite="rados"), 259200, policy) == 7200  # type: ignore[arg-type]
+    assert time_limit(job(priority=400, suite="rbd"), 259200, policy) == 259200  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rules", "field"),
+    [
+        ("[{seconds: 0}]", "job_time_limits[0].seconds"),
+        ("[{seconds: 60, suit: rados}]", "job_time_limits[0].suit"),
+        ("[{seconds: 60, max_priority: high}]", "job_time_limits[0].max_priority"),
+        ("{seconds: 60}", "job_time_limits"),
+    ],
+)
+def test_bad_job_time_limits_name_the_field(tmp_path: Path, rules: str, field: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"job_time_limits: {rules}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(str(path))
+    assert caught.value.field == field

@@ -108,7 +108,10 @@ def test_external_kill_9_and_beanstalkd_restart_mid_run(beanstalkd, tmp_path: Pa
         "    for job in q.pending()[:7]:\n"
         "        if q.claim(job.job_id):\n"
         "            q.delete(job.job_id)\n"
-        "            print('launched', job.job_id, flush=True)\n"
+        # One write per line: print() writes its pieces separately when PYTHONUNBUFFERED is
+        # set, and a kill between them would leave a line without its job id.
+        "            sys.stdout.write(f'launched {job.job_id}\\n')\n"
+        "            sys.stdout.flush()\n"
     )
     child = subprocess.Popen(
         [sys.executable, "-c", loop, str(store), str(beanstalkd.port)],

@@ -10,6 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from optialloc.adapters import queue_scan
 from optialloc.adapters.queue_scan import FIELDS, scan_fields
 from optialloc.errors import JobParseError
 from optialloc.teuthology import parse_job
@@ -307,3 +308,32 @@ def test_hand_made_fragments_are_passed_or_agree(lines: list[str]) -> None:
         check(text)
     else:
         assert scan_fields(text) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="\n -'\"[{a:#", max_size=60))
+def test_nested_spanner_lines_are_the_lines_the_regex_finds(text: str) -> None:
+    # `_nested_spanner_lines` replaced `_SPAN_NESTED.finditer` for speed: same lines, in order.
+    lined = "\n" + text
+    expected = [match.start() + 1 for match in queue_scan._SPAN_NESTED.finditer(lined)]
+    assert queue_scan._nested_spanner_lines(lined) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="\n -ab:", max_size=40))
+def test_one_line_group_is_the_next_top_level_line_test(text: str) -> None:
+    # `_WANTED`'s third group stands for "at the end, or `_NEXT_TOP` matches at the line end".
+    lined = "\nowner:" + text
+    for found in queue_scan._WANTED.finditer(lined):
+        end = found.end()
+        one_line = end == len(lined) or queue_scan._NEXT_TOP.match(lined, end) is not None
+        assert (found.group(3) is not None) == one_line
+
+
+def test_cached_values_are_never_shared_mutable_objects() -> None:
+    text = "owner: []\nname: {}\nroles: []\nos_type: ubuntu\n"
+    first, second = scan_fields(text), scan_fields(text)
+    assert first is not None and second is not None
+    assert first == second == {"owner": [], "name": {}, "roles": [], "os_type": "ubuntu"}
+    for key in ("owner", "name", "roles"):
+        assert first[key] is not second[key]

@@ -13,6 +13,7 @@ the body exactly as queued.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,6 +33,9 @@ from optialloc.adapters.queue_scan import FIELDS, scan_fields
 from optialloc.domain import Job
 from optialloc.errors import JobParseError
 from optialloc.teuthology import MAX_BODY_BYTES, load_body, parse_job
+
+if TYPE_CHECKING:
+    from optialloc.adapters.queue_lazy import LazyBody
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,18 @@ def scan_body(text: str, *, tube: str, priority: int, queued_at: float) -> Check
     return scanned
 
 
+#: `json.dumps(..., separators=(",", ":"), allow_nan=False)` without building an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+@functools.cache
+def _lazy_body_class() -> type[LazyBody]:
+    """`queue_lazy.LazyBody`, imported once (it imports this module; an import per body costs)."""
+    from optialloc.adapters.queue_lazy import LazyBody as lazy
+
+    return lazy
+
+
 def _scanned(text: str, tube: str, priority: int, queued_at: float, job_id: str) -> Checked | None:
     fields = scan_fields(text) if len(text) <= MAX_BODY_BYTES else None
     if fields is None:
@@ -106,7 +122,7 @@ def _scanned(text: str, tube: str, priority: int, queued_at: float, job_id: str)
     try:
         # Scanned values are str, int, float, bool, None or empty lists/dicts: JSON holds
         # them exactly (floats are written with repr); dates and NaN fail here.
-        fields_json = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+        fields_json = _COMPACT_JSON.encode(fields)
     except (TypeError, ValueError):
         return None
     try:
@@ -115,9 +131,7 @@ def _scanned(text: str, tube: str, priority: int, queued_at: float, job_id: str)
         )
     except JobParseError:
         return None
-    from optialloc.adapters.queue_lazy import LazyBody  # imports this module
-
-    object.__setattr__(job, "body", LazyBody(text, fields))  # a Job nobody else holds yet
+    object.__setattr__(job, "body", _lazy_body_class()(text, fields))  # nobody else holds job
     return Checked(
         None, job.run, job.owner, job.nodes_needed, None, fields_json, full=False, job=job
     )

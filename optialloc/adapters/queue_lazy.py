@@ -29,7 +29,8 @@ class LazyBody(dict[str, Any]):
     __slots__ = ("_loaded", "_text")
 
     def __init__(self, text: str, scanned: dict[str, Any]) -> None:
-        super().__init__({k: v for k, v in scanned.items() if k != "roles"})
+        super().__init__(scanned)
+        dict.pop(self, "roles", None)  # only its shape was scanned, not its content
         self._text = text
         self._loaded = False
         if not dict.__len__(self):
