@@ -90,19 +90,21 @@ class _Check:
             return []
         ok = [j for jid, j in self.jobs.items() if self.eligible[jid] and j.nodes_needed > 0]
         if rules.priority_scaled:
-            # Independent of the solver's grouping: every job against its own threshold.
+            # Independent of the solver's grouping: every job against its own threshold
+            # (a function of its priority alone, so computed once per distinct priority).
+            thresholds: dict[int, float] = {}
+            for j in ok:
+                if j.priority not in thresholds:
+                    thresholds[j.priority] = reservation_threshold_s(j.priority, self.p)
+            taken_at = self.s.taken_at
             old = heapq.nsmallest(
                 rules.max_jobs,
                 (
                     j
                     for j in ok
-                    if (self.s.taken_at - j.queued_at).total_seconds()
-                    >= reservation_threshold_s(j.priority, self.p)
+                    if (taken_at - j.queued_at).total_seconds() >= thresholds[j.priority]
                 ),
-                key=lambda j: (
-                    j.queued_at + timedelta(seconds=reservation_threshold_s(j.priority, self.p)),
-                    j.job_id,
-                ),
+                key=lambda j: (j.queued_at + timedelta(seconds=thresholds[j.priority]), j.job_id),
             )
         else:
             limit = rules.after_hours * 3600.0
