@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict
 
 from optialloc.adapters.embedded_inventory import EmbeddedInventory, UsageRow
 from optialloc.adapters.inventories import inventory_path, open_embedded, open_inventory
 from optialloc.adapters.paddles_inventory import PaddlesInventory
+from optialloc.cli.tables import table
 from optialloc.config import Config, load_config, with_overrides
 from optialloc.domain import Node
 from optialloc.errors import Conflict, ExitCode, InputError, NotFound
@@ -48,16 +48,6 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in headers]] + [
-        ["-" if c is None else str(c) for c in row] for row in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
 def _state(node: Node) -> str:
     if node.locked:
         return "locked" if node.up else "locked,down"
@@ -84,7 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for n in nodes
     ]
     print(
-        _table(("NAME", "TYPE", "STATE", "LOCKED_BY", "DESCRIPTION", "OS", "VERSION", "ARCH"), rows)
+        table(("NAME", "TYPE", "STATE", "LOCKED_BY", "DESCRIPTION", "OS", "VERSION", "ARCH"), rows)
     )
     states = Counter(_state(n) for n in nodes)
     print(
@@ -179,7 +169,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     types = sorted({row.machine_type for row in rows})
     owners = sorted({row.owner for row in rows})
     counts = {(row.owner, row.machine_type): row.locked for row in rows}
-    table = [
+    per_owner = [
         (
             owner,
             *(counts.get((owner, t), 0) for t in types),
@@ -187,10 +177,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
         )
         for owner in owners
     ]
-    if not table:
+    if not per_owner:
         print("no node is locked")
         return int(ExitCode.OK)
-    print(_table(("OWNER", *types, "TOTAL"), table))
+    print(table(("OWNER", *types, "TOTAL"), per_owner))
     print(f"{sum(row.locked for row in rows)} locked node(s) in total")
     return int(ExitCode.OK)
 

@@ -18,6 +18,7 @@ from typing import Any
 from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.adapters.queue_store import Row
 from optialloc.adapters.queues import open_queue
+from optialloc.cli.tables import table
 from optialloc.config import load_config
 from optialloc.errors import Conflict, InputError, NotFound
 from optialloc.journal import last_positions
@@ -148,16 +149,6 @@ def list_records(
             }
         )
     return records
-
-
-def table(headers: Sequence[str], lines: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in headers]] + [
-        ["-" if c is None else str(c) for c in line] for line in lines
-    ]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
-    )
 
 
 def format_list(records: Sequence[Mapping[str, Any]]) -> str:
