@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of the `optialloc` command; documented in docs/cli.md."""
+    """Exit codes of the `optialloc` command; listed in the README ("Exit codes")."""
 
     OK = 0
     INTERNAL = 1
