@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -184,3 +185,16 @@ def env_without_crash() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("OPTIALLOC_CRASH_AT", None)
     return env
+
+
+def serve_cmd(config: Path) -> list[str]:
+    """`optialloc serve --exit-on-empty-queue` on `config`, as a subprocess argument list."""
+    return [
+        sys.executable,
+        "-m",
+        "optialloc",
+        "--config",
+        str(config),
+        "serve",
+        "--exit-on-empty-queue",
+    ]

@@ -13,14 +13,19 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO
-from serve_support import assert_no_overlap, env_without_crash, read_records, record_command
+from serve_support import (
+    assert_no_overlap,
+    env_without_crash,
+    read_records,
+    record_command,
+    serve_cmd,
+)
 
 from optialloc.adapters.embedded_inventory import EmbeddedInventory
 from optialloc.adapters.embedded_queue import EmbeddedQueue
@@ -58,18 +63,6 @@ def setup_lab(tmp_path: Path, jobs: int, seed: int = 0) -> tuple[Path, int]:
         queue.put("smithi", dump_body(body), body["priority"])  # type: ignore[arg-type]
     queue.close()
     return path, jobs
-
-
-def serve_cmd(config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "optialloc",
-        "--config",
-        str(config),
-        "serve",
-        "--exit-on-empty-queue",
-    ]
 
 
 def finish_and_check(tmp_path: Path, config: Path, expected: int) -> None:

@@ -25,6 +25,7 @@ from serve_support import (
     env_without_crash,
     read_records,
     record_command,
+    serve_cmd,
     wait_for,
 )
 
@@ -159,15 +160,7 @@ def test_runner_command_missing_or_exiting_at_once(tmp_path: Path) -> None:
     }
     queue.close()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "optialloc",
-            "--config",
-            str(config),
-            "serve",
-            "--exit-on-empty-queue",
-        ],
+        serve_cmd(config),
         capture_output=True,
         text=True,
         timeout=120,
