@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Free-form teuthology job body, kept untouched for the runner.
 Body = Mapping[str, Any]
@@ -141,9 +141,12 @@ class Hold:
     for_job_id: str
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """A job left in the queue: its 1-based position in dispatch order and why it waits."""
+class Waiting(NamedTuple):
+    """A job left in the queue: its 1-based position in dispatch order and why it waits.
+
+    A named tuple, not a dataclass: a plan has one per queued job (20,000 at
+    Sepia scale) and a tuple is built in half the time.
+    """
 
     job_id: str
     position: int

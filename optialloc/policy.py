@@ -343,19 +343,31 @@ def aging_boost(waited_s: float, policy: Policy) -> float:
     return min(aging.rate_per_hour * hours, aging.max_boost)
 
 
+def effective_priority_at_fn(
+    taken_at: datetime, policy: Policy, usage: Mapping[str, float] | None = None
+) -> Callable[[int, str, datetime], float]:
+    """Effective priority from (priority, owner, queued_at): all it depends on."""
+    shares = usage_shares(usage) if usage and policy.fairness.usage_penalty > 0 else {}
+    penalty = policy.fairness.usage_penalty
+
+    def effective(priority: int, owner: str, queued_at: datetime) -> float:
+        waited = (taken_at - queued_at).total_seconds()
+        aged = max(0.0, priority - aging_boost(waited, policy))
+        if shares:
+            aged *= 1.0 + penalty * shares.get(owner, 0.0)
+        return aged
+
+    return effective
+
+
 def effective_priority_fn(
     taken_at: datetime, policy: Policy, usage: Mapping[str, float] | None = None
 ) -> Callable[[Job], float]:
     """`effective_priority` for many jobs of one snapshot (usage shares computed once)."""
-    shares = usage_shares(usage) if usage and policy.fairness.usage_penalty > 0 else {}
-    penalty = policy.fairness.usage_penalty
+    at = effective_priority_at_fn(taken_at, policy, usage)
 
     def effective(job: Job) -> float:
-        waited = (taken_at - job.queued_at).total_seconds()
-        aged = max(0.0, job.priority - aging_boost(waited, policy))
-        if shares:
-            aged *= 1.0 + penalty * shares.get(job.owner, 0.0)
-        return aged
+        return at(job.priority, job.owner, job.queued_at)
 
     return effective
 

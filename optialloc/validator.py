@@ -20,6 +20,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from operator import attrgetter, itemgetter
 
 from optialloc.backfill_check import fits as _fits
 from optialloc.backfill_check import home_type, shadow_time
@@ -27,6 +28,7 @@ from optialloc.domain import Job, Node, Plan, Snapshot, WaitReason
 from optialloc.policy import (
     Policy,
     dispatch_key,
+    effective_priority_at_fn,
     effective_priority_fn,
     job_weight_fn,
     reservation_threshold_s,
@@ -34,9 +36,15 @@ from optialloc.policy import (
 )
 
 
-def plan_objective(snapshot: Snapshot, policy: Policy, plan: Plan) -> float:
-    """Sum of the weights of the plan's started jobs, recomputed from the policy."""
-    by_id = {j.job_id: j for j in snapshot.queue}
+def plan_objective(
+    snapshot: Snapshot, policy: Policy, plan: Plan, by_id: dict[str, Job] | None = None
+) -> float:
+    """Sum of the weights of the plan's started jobs, recomputed from the policy.
+
+    `by_id`, the snapshot's queue by job id, saves rebuilding it when the caller has it.
+    """
+    if by_id is None:
+        by_id = {j.job_id: j for j in snapshot.queue}
     weight = job_weight_fn(snapshot.taken_at, policy, snapshot.usage)
     return sum(weight(by_id[s.job_id]) for s in plan.starts if s.job_id in by_id)
 
@@ -51,6 +59,36 @@ def _can_ever_run(job: Job, snapshot: Snapshot, policy: Policy) -> bool:
     )
 
 
+#: Everything validity, eligibility, fairness and reservations read from a job but
+#: its id and age: the queue is checked once per distinct profile (a suite run
+#: of 500 jobs has a handful), not once per job.
+_PROFILE = attrgetter(
+    "owner",
+    "run",
+    "machine_types",
+    "nodes_needed",
+    "priority",
+    "os_type",
+    "os_version",
+    "arch",
+    "tube",
+    "last_in_suite",
+)
+
+
+class _Profile:
+    """Queued jobs sharing a `_PROFILE`: a representative, the members, the oldest."""
+
+    __slots__ = ("eligible", "job", "members", "oldest", "valid")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.members: list[Job] = [job]
+        self.oldest = job.queued_at
+        self.valid = True
+        self.eligible = True
+
+
 class _Check:
     def __init__(self, snapshot: Snapshot, policy: Policy, plan: Plan) -> None:
         self.s, self.p, self.plan = snapshot, policy, plan
@@ -58,65 +96,81 @@ class _Check:
         self.jobs = {j.job_id: j for j in snapshot.queue}
         self.nodes = {n.name: n for n in snapshot.nodes}
         self.busy = {name for rj in snapshot.running for name in rj.nodes}
-        pending = Counter(j.run for j in snapshot.queue if not j.last_in_suite)
+        profiles: dict[tuple[object, ...], _Profile] = {}
+        for j in snapshot.queue:
+            key = _PROFILE(j)
+            profile = profiles.get(key)
+            if profile is None:
+                profiles[key] = _Profile(j)
+            else:
+                profile.members.append(j)
+                if j.queued_at < profile.oldest:
+                    profile.oldest = j.queued_at
+        pending: Counter[str] = Counter()
+        for profile in profiles.values():
+            if not profile.job.last_in_suite:
+                pending[profile.job.run] += len(profile.members)
         pending.update(rj.job.run for rj in snapshot.running if not rj.job.last_in_suite)
         cache: dict[tuple[object, ...], bool] = {}
-        self.valid = {}
-        for jid, j in self.jobs.items():
-            key = (j.machine_types, j.os_type, j.os_version, j.arch, j.nodes_needed)
-            if key not in cache:
-                cache[key] = _can_ever_run(j, snapshot, policy)
-            self.valid[jid] = cache[key]
-        self.eligible = {
-            jid: self.valid[jid]
-            and j.tube not in snapshot.paused_tubes
-            and not (j.last_in_suite and pending[j.run] > 0)
-            for jid, j in self.jobs.items()
-        }
+        for profile in profiles.values():
+            j = profile.job
+            ckey = (j.machine_types, j.os_type, j.os_version, j.arch, j.nodes_needed)
+            if ckey not in cache:
+                cache[ckey] = _can_ever_run(j, snapshot, policy)
+            profile.valid = cache[ckey]
+            profile.eligible = (
+                profile.valid
+                and j.tube not in snapshot.paused_tubes
+                and not (j.last_in_suite and pending[j.run] > 0)
+            )
         self.pending_runs = pending
-        # Eligible jobs that need nodes, by what fairness looks at (few distinct profiles).
-        self.profiles = Counter(
-            (j.owner, j.run, j.machine_types, j.nodes_needed)
-            for jid, j in self.jobs.items()
-            if j.nodes_needed > 0 and self.eligible[jid]
-        )
+        self.invalid_ids = {
+            j.job_id for profile in profiles.values() if not profile.valid for j in profile.members
+        }
+        # Eligible profiles that need nodes: what fairness and reservations look at.
+        self.candidates = [p for p in profiles.values() if p.eligible and p.job.nodes_needed > 0]
         self.started = {s.job_id: s for s in plan.starts}
-        self._effective: dict[str, float] | None = None
         self.reserved = self._reserved()
 
     def _reserved(self) -> list[str]:
         rules = self.p.reservations
         if not rules.enabled or rules.max_jobs == 0:
             return []
-        ok = [j for jid, j in self.jobs.items() if self.eligible[jid] and j.nodes_needed > 0]
-        if rules.priority_scaled:
-            # Independent of the solver's grouping: every job against its own threshold
-            # (a function of its priority alone, so computed once per distinct priority).
-            thresholds: dict[int, float] = {}
-            for j in ok:
-                if j.priority not in thresholds:
-                    thresholds[j.priority] = reservation_threshold_s(j.priority, self.p)
-            taken_at = self.s.taken_at
+        taken_at = self.s.taken_at
+        # Threshold per profile: a function of its priority alone; a profile whose
+        # oldest job is under it has no starved job (its members are younger).
+        threshold: dict[int, timedelta] = {}
+        crossings: list[tuple[datetime, timedelta, _Profile]] = []
+        for profile in self.candidates:
+            priority = profile.job.priority
+            if priority not in threshold:
+                threshold[priority] = timedelta(seconds=reservation_threshold_s(priority, self.p))
+            crossed = profile.oldest + threshold[priority]
+            if crossed <= taken_at:
+                crossings.append((crossed, threshold[priority], profile))
+        if not crossings:
+            old: list[tuple[datetime, str]] = []
+        else:
+            # Longest starved first: by when each crossed its threshold, then by id.
+            # The max_jobs-th earliest profile crossing bounds the answer (each of
+            # those profiles' oldest job crosses by then), so few members are read.
+            bound = heapq.nsmallest(rules.max_jobs, crossings, key=itemgetter(0))[-1][0]
             old = heapq.nsmallest(
                 rules.max_jobs,
                 (
-                    j
-                    for j in ok
-                    if (taken_at - j.queued_at).total_seconds() >= thresholds[j.priority]
+                    (j.queued_at + limit, j.job_id)
+                    for crossed, limit, profile in crossings
+                    if crossed <= bound
+                    for j in profile.members
+                    if j.queued_at + limit <= bound
                 ),
-                key=lambda j: (j.queued_at + timedelta(seconds=thresholds[j.priority]), j.job_id),
             )
-        else:
-            limit = rules.after_hours * 3600.0
-            old = heapq.nsmallest(
-                rules.max_jobs,
-                (j for j in ok if (self.s.taken_at - j.queued_at).total_seconds() >= limit),
-                key=lambda j: (j.queued_at, j.job_id),
-            )
-        chosen = [j.job_id for j in old]
-        if rules.head_of_queue and len(chosen) < rules.max_jobs and ok:
-            effective = effective_priority_fn(self.s.taken_at, self.p, self.s.usage)
-            head = min(ok, key=lambda j: dispatch_key(j, effective(j)))
+        chosen = [jid for _, jid in old]
+        if rules.head_of_queue and len(chosen) < rules.max_jobs and self.candidates:
+            effective = effective_priority_fn(taken_at, self.p, self.s.usage)
+            # Within a profile the oldest job (then lowest id) comes first in dispatch order.
+            heads = (min(p.members, key=lambda j: (j.queued_at, j.job_id)) for p in self.candidates)
+            head = min(heads, key=lambda j: dispatch_key(j, effective(j)))
             if head.job_id not in chosen:
                 chosen.append(head.job_id)
         return chosen
@@ -132,27 +186,37 @@ class _Check:
         return self.out
 
     def coverage(self) -> None:
-        seen = Counter([s.job_id for s in self.plan.starts] + [w.job_id for w in self.plan.waiting])
-        for jid, count in seen.items():
-            if jid not in self.jobs:
-                self.out.append(f"job {jid}: in the plan but not in the snapshot's queue")
-            elif count > 1:
+        waiting = self.plan.waiting
+        waiting_list = [w.job_id for w in waiting]
+        listed = [s.job_id for s in self.plan.starts] + waiting_list
+        waiting_ids = set(waiting_list)
+        listed_set = waiting_ids.union(s.job_id for s in self.plan.starts)
+        # Fast path (every valid plan): each queued job listed once, nothing else.
+        if len(listed_set) != len(listed) or listed_set != self.jobs.keys():
+            for jid, count in Counter(listed).items():
+                if jid not in self.jobs:
+                    self.out.append(f"job {jid}: in the plan but not in the snapshot's queue")
+                elif count > 1:
+                    self.out.append(
+                        f"job {jid}: appears {count} times in starts and waiting (must be once)"
+                    )
+            missing = [jid for jid in self.jobs if jid not in listed_set]
+            if missing:
                 self.out.append(
-                    f"job {jid}: appears {count} times in starts and waiting (must be once)"
+                    f"{len(missing)} queued job(s) missing from the plan, e.g. {missing[0]}"
                 )
-        missing = [jid for jid in self.jobs if jid not in seen]
-        if missing:
-            self.out.append(
-                f"{len(missing)} queued job(s) missing from the plan, e.g. {missing[0]}"
-            )
-        positions = {w.position for w in self.plan.waiting}
-        if positions != set(range(1, len(self.plan.waiting) + 1)):
+        positions = {w.position for w in waiting}
+        if positions != set(range(1, len(waiting) + 1)):
             self.out.append(f"waiting positions are not 1..{len(positions)}")
-        for w in self.plan.waiting:
-            if w.job_id in self.jobs and (w.reason == WaitReason.INVALID) == self.valid[w.job_id]:
+        said_invalid = {w.job_id for w in waiting if w.reason is WaitReason.INVALID}
+        wrong = (said_invalid ^ self.invalid_ids) & waiting_ids & self.jobs.keys()
+        if wrong:
+            reason_of = {w.job_id: w.reason for w in waiting}
+            for jid in sorted(wrong):
+                valid = jid not in self.invalid_ids
                 self.out.append(
-                    f"job {w.job_id}: reason {w.reason.value} but the job is "
-                    f"{'valid' if self.valid[w.job_id] else 'invalid'} for this lab"
+                    f"job {jid}: reason {reason_of[jid].value} but the job is "
+                    f"{'valid' if valid else 'invalid'} for this lab"
                 )
 
     def starts(self) -> None:
@@ -327,11 +391,11 @@ class _Check:
         base = Counter(n.machine_type for n in self.s.nodes if n.free or n.name in self.busy)
         waiting_types: dict[str, set[str]] = defaultdict(set)
         largest: dict[tuple[str, str], int] = defaultdict(int)
-        for owner, run, machine_types, nodes in self.profiles:
-            name = owner if dimension == "owner" else run
-            for t in machine_types:
+        for profile in self.candidates:
+            name = who(profile.job)
+            for t in profile.job.machine_types:
                 waiting_types[t].add(name)
-                largest[(name, t)] = max(largest[(name, t)], nodes)
+                largest[(name, t)] = max(largest[(name, t)], profile.job.nodes_needed)
         used: Counter[tuple[str, str]] = Counter()
         for rj in self.s.running:
             for name in rj.nodes:
@@ -363,30 +427,24 @@ class _Check:
                     f"cap is {cap} ({share:.0%} of {base[machine_type]}) while others wait"
                 )
 
-    def _effective_of_eligible(self) -> dict[str, float]:
-        """Effective priority of every eligible job that needs nodes (computed once per check)."""
-        if self._effective is None:
-            effective = effective_priority_fn(self.s.taken_at, self.p, self.s.usage)
-            self._effective = {
-                jid: effective(j)
-                for jid, j in self.jobs.items()
-                if j.nodes_needed > 0 and self.eligible[jid]
-            }
-        return self._effective
-
     def _best_priority(self, who: Callable[[Job], str]) -> dict[tuple[str, str], float]:
-        """Best effective priority of the eligible jobs of each (owner or run, type)."""
+        """Best effective priority of the eligible jobs of each (owner or run, type).
+
+        Aging only lowers a job's effective priority as it waits, and the usage
+        penalty depends on the owner alone, so a profile's best is its oldest job's.
+        """
+        effective = effective_priority_at_fn(self.s.taken_at, self.p, self.s.usage)
         best: dict[tuple[str, str], float] = {}
-        jobs = self.jobs
-        for jid, eff in self._effective_of_eligible().items():
-            j = jobs[jid]
+        for profile in self.candidates:
+            j = profile.job
+            eff = effective(j.priority, j.owner, profile.oldest)
             for t in j.machine_types:
                 if eff < best.get((who(j), t), math.inf):
                     best[(who(j), t)] = eff
         return best
 
     def objective(self) -> None:
-        expected = plan_objective(self.s, self.p, self.plan)
+        expected = plan_objective(self.s, self.p, self.plan, self.jobs)
         reported = self.plan.solver.objective
         if abs(expected - reported) > 1e-6 * max(1.0, abs(expected)):
             self.out.append(

@@ -11,6 +11,8 @@ fairness cap, capacity given to jobs of higher effective priority.
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import count
+from operator import attrgetter, itemgetter
 
 from optialloc.domain import Waiting, WaitReason
 from optialloc.solver.caps import CapTable
@@ -187,20 +189,31 @@ class Explainer:
         rest.sort(key=lab.order_keys.__getitem__)
         for group in lab.groups:
             group.why = None
-        group_of, keys = lab.group_of, lab.order_keys
-        # The reason depends on less than the group does (not on priority or age).
+        # The reason depends on less than the group does (not on priority or age),
+        # and on no member-specific fact but holds (held jobs are not in `rest`):
+        # one per group with a waiting member, shared between look-alike groups.
         shared: dict[tuple[object, ...], tuple[WaitReason, str]] = {}
-        for position, index in enumerate(rest, start=len(out) + 1):
-            group = group_of[index]
-            why = group.why
+        for group in groups:
+            index = next((i for i in group.members if i not in skip), None)
+            if index is None:
+                continue
+            job = group.job
+            key = (group.state, group.ckey, job.nodes_needed, job.owner, job.run, job.tube)
+            why = shared.get(key)
             if why is None:
-                job = group.job
-                key = (group.state, group.ckey, job.nodes_needed, job.owner, job.run, job.tube)
-                why = shared.get(key)
-                if why is None:
-                    why = shared[key] = self.reason(index)
-                group.why = why
-            out.append(Waiting(keys[index][3], position, why[0], why[1]))
+                why = shared[key] = self.reason(index)
+            group.why = why
+        # Per waiting job, all in C (map) but the tuple itself.
+        whys = list(map(attrgetter("why"), map(lab.group_of.__getitem__, rest)))
+        out.extend(
+            map(
+                Waiting,
+                map(itemgetter(3), map(lab.order_keys.__getitem__, rest)),
+                count(len(out) + 1),
+                map(itemgetter(0), whys),
+                map(itemgetter(1), whys),
+            )
+        )
         return out
 
 

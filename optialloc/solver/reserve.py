@@ -76,16 +76,26 @@ def _by_starved_since(lab: LabView, eligible: list[Group], limit: int) -> list[i
     queues behind), which is what the anti-starvation bound needs.
     """
     jobs, waited = lab.jobs, lab.waited
-    starved: list[tuple[datetime, str, int]] = []
+    # A group starved since (its oldest member) `threshold - oldest` seconds
+    # relative to now. The limit-th earliest of those bounds the answer (each of
+    # those groups' oldest job starved by then), so few members are read.
+    crossings: list[tuple[float, float, Group]] = []
     for g in eligible:
         threshold = reservation_threshold_s(g.job.priority, lab.policy)
-        if g.oldest < threshold:
+        if g.oldest >= threshold:
+            crossings.append((threshold - g.oldest, threshold, g))
+    if not crossings:
+        return []
+    bound = heapq.nsmallest(limit, (c[0] for c in crossings))[-1] + 1e-3  # float slack
+    starved: list[tuple[datetime, str, int]] = []
+    for first, threshold, g in crossings:
+        if first > bound:
             continue
         since = timedelta(seconds=threshold)  # same arithmetic as the validator: exact ties
         starved.extend(
             (jobs[i].queued_at + since, jobs[i].job_id, i)
             for i in g.members
-            if waited[i] >= threshold
+            if waited[i] >= threshold and threshold - waited[i] <= bound
         )
     return [i for _, _, i in heapq.nsmallest(limit, starved)]
 
