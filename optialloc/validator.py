@@ -76,15 +76,18 @@ _PROFILE = attrgetter(
 )
 
 
+_QUEUED_AT = attrgetter("queued_at")
+
+
 class _Profile:
     """Queued jobs sharing a `_PROFILE`: a representative, the members, the oldest."""
 
     __slots__ = ("eligible", "job", "members", "oldest", "valid")
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.members: list[Job] = [job]
-        self.oldest = job.queued_at
+    def __init__(self, members: list[Job]) -> None:
+        self.job = members[0]
+        self.members = members
+        self.oldest = min(map(_QUEUED_AT, members))
         self.valid = True
         self.eligible = True
 
@@ -96,16 +99,14 @@ class _Check:
         self.jobs = {j.job_id: j for j in snapshot.queue}
         self.nodes = {n.name: n for n in snapshot.nodes}
         self.busy = {name for rj in snapshot.running for name in rj.nodes}
-        profiles: dict[tuple[object, ...], _Profile] = {}
-        for j in snapshot.queue:
-            key = _PROFILE(j)
-            profile = profiles.get(key)
-            if profile is None:
-                profiles[key] = _Profile(j)
+        by_profile: dict[tuple[object, ...], list[Job]] = {}
+        for j, key in zip(snapshot.queue, map(_PROFILE, snapshot.queue), strict=True):
+            members = by_profile.get(key)
+            if members is None:
+                by_profile[key] = [j]
             else:
-                profile.members.append(j)
-                if j.queued_at < profile.oldest:
-                    profile.oldest = j.queued_at
+                members.append(j)
+        profiles = {key: _Profile(members) for key, members in by_profile.items()}
         pending: Counter[str] = Counter()
         for profile in profiles.values():
             if not profile.job.last_in_suite:
@@ -154,7 +155,9 @@ class _Check:
             # Longest starved first: by when each crossed its threshold, then by id.
             # The max_jobs-th earliest profile crossing bounds the answer (each of
             # those profiles' oldest job crosses by then), so few members are read.
-            bound = heapq.nsmallest(rules.max_jobs, crossings, key=itemgetter(0))[-1][0]
+            # With fewer profiles than max_jobs there is no such bound: read them all.
+            firsts = heapq.nsmallest(rules.max_jobs, crossings, key=itemgetter(0))
+            bound = firsts[-1][0] if len(firsts) == rules.max_jobs else taken_at
             old = heapq.nsmallest(
                 rules.max_jobs,
                 (

@@ -103,6 +103,33 @@ def test_reservations_go_to_the_longest_starved_job_first() -> None:
     assert any("has no reservation" in v for v in validate_plan(snap, scaled, plan))
 
 
+def test_one_profile_fills_every_reservation_slot() -> None:
+    # Fewer look-alike groups than reservation slots: the solver and the validator
+    # both read past the first member of each (a regression: a shortcut that bounds
+    # the search by the k-th group's oldest job must not apply with fewer groups).
+    lab = nodes("smithi", 20)
+    queue = [
+        job(f"n{k}", 2, priority=1000, waited_h=30.0 - 0.01 * k, owner="bob", run="n")
+        for k in range(6)
+    ]
+    snap = Snapshot(T0, tuple(lab), tuple(queue), busy(19))
+    scaled = policy(reservations={"after_hours": 24.0, "priority_scaled": True, "max_jobs": 3})
+    plan = solve(snap, scaled)
+    assert sorted(holds_of(plan)) == ["n0"]  # one free node: held for the longest starved
+    assert validate_plan(snap, scaled, plan) == []
+    # Free every node, with a rival owner waiting: the three longest starved start as
+    # reserved jobs, exempt from bob's cap (2 nodes); the other three wait for it.
+    rival = job("c1", 1, priority=1000, owner="carol", run="c")
+    free = Snapshot(T0, tuple(lab), (*queue, rival), ())
+    capped_scaled = policy(
+        reservations={"after_hours": 24.0, "priority_scaled": True, "max_jobs": 3},
+        fairness={"owner_max_share": 0.1, "run_max_share": 1.0},
+    )
+    plan = solve(free, capped_scaled)
+    assert {s.job_id for s in plan.starts} == {"n0", "n1", "n2", "c1"}
+    assert validate_plan(free, capped_scaled, plan) == []
+
+
 # ----------------------------------------------------------------------- peers-only caps
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import bisect
 import logging
+from operator import itemgetter
 
 from optialloc.adapters.queue_body import build_job
 from optialloc.adapters.queue_store import QueueStore, Row
 from optialloc.domain import Job
 from optialloc.errors import JobParseError
 
+_THIRD = itemgetter(2)
 log = logging.getLogger(__name__)
 
 #: States the view keeps; everything else (buried, deleted) is read from the store on demand.
@@ -88,8 +90,9 @@ class QueueView:
         """The jobs in `state`, in queue order (the same tuple until something changes)."""
         cached = self._tuples.get(state)
         if cached is None:
-            jobs = self._jobs
-            cached = self._tuples[state] = tuple(jobs[key[2]][2] for key in self._keys[state])
+            # rebuilt after every change (each tick at least): in C, not a genexpr
+            ids = map(_THIRD, self._keys[state])
+            cached = self._tuples[state] = tuple(map(_THIRD, map(self._jobs.__getitem__, ids)))
         return cached
 
     def get(self, job_id: str) -> Job | None:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
 from operator import attrgetter, neg
 from typing import Any
 
@@ -29,6 +31,21 @@ from optialloc.domain import Job, Node, Snapshot
 from optialloc.policy import Policy, aging_boost, usage_shares, weight_units
 
 PoolKey = tuple[str | None, ...]
+_QUEUED_AT = attrgetter("queued_at")
+#: Everything a group shares but its aging step (read in C: it runs per queued job).
+_PROFILE = attrgetter(
+    "owner",
+    "run",
+    "priority",
+    "machine_types",
+    "os_type",
+    "os_version",
+    "arch",
+    "nodes_needed",
+    "tube",
+    "last_in_suite",
+)
+_RUN, _LAST_IN_SUITE = 1, 9
 #: The part of a job that decides which nodes fit it.
 CompatKey = tuple[tuple[str, ...], str | None, str | None, str | None]
 
@@ -158,46 +175,55 @@ def build_lab(snapshot: Snapshot, policy: Policy) -> LabView:
 
 
 def _scan(lab: LabView) -> None:
-    """One pass over the queue: group the jobs; state, priority and weight per group."""
+    """Group the queued jobs; state, priority and weight per group.
+
+    This runs over every queued job each tick (20,000 at Sepia scale), so the
+    per-job work is a few passes done in C (`map`, `zip`, comprehensions) and
+    one grouping loop; everything else is per group.
+    """
     snapshot, policy = lab.snapshot, lab.policy
+    queue = snapshot.queue
+    taken_at = snapshot.taken_at
+    shares = usage_shares(snapshot.usage) if policy.fairness.usage_penalty > 0 else {}
+    waited_l = [(taken_at - q).total_seconds() for q in map(_QUEUED_AT, queue)]
+    lab.waited[:] = waited_l
+    if policy.aging.enabled:
+        step_s = policy.aging.step_minutes * 60.0
+        steps: Iterable[int] = [int(w // step_s) if w > 0 else 0 for w in waited_l]
+    else:
+        steps = repeat(0)
+    # A group: everything the solver reads of a job but its age and id, and its aging step.
+    index_of: dict[tuple[tuple[Any, ...], int], int] = {}
+    member_lists: list[list[int]] = []
+    group_index: list[int] = []
+    for index, key in enumerate(
+        zip(map(_PROFILE, queue), steps, strict=False)
+    ):  # steps may repeat(0)
+        g = index_of.get(key)
+        if g is None:
+            g = index_of[key] = len(member_lists)
+            member_lists.append([index])
+        else:
+            member_lists[g].append(index)
+        group_index.append(g)
+    members_of = dict(zip(index_of, member_lists, strict=True))
     # Runs with work left that is not a last_in_suite job: their last job waits.
     busy_runs: dict[str, int] = defaultdict(int)
-    for job in snapshot.queue:
-        if not job.last_in_suite:
-            busy_runs[job.run] += 1
+    for key, members in members_of.items():
+        profile = key[0]
+        if not profile[_LAST_IN_SUITE]:
+            busy_runs[profile[_RUN]] += len(members)
     for rj in snapshot.running:
         if not rj.job.last_in_suite:
             busy_runs[rj.job.run] += 1
-    taken_at = snapshot.taken_at
-    shares = usage_shares(snapshot.usage) if policy.fairness.usage_penalty > 0 else {}
-    step_s = policy.aging.step_minutes * 60.0 if policy.aging.enabled else float("inf")
-    groups: dict[tuple[object, ...], Group] = {}
-    waited_l, group_of = lab.waited, lab.group_of
-    # Everything a group shares but its aging step, read in C (this loop runs per job).
-    profile = attrgetter(
-        "owner",
-        "run",
-        "priority",
-        "machine_types",
-        "os_type",
-        "os_version",
-        "arch",
-        "nodes_needed",
-        "tube",
-        "last_in_suite",
-    )
-    for index, job in enumerate(snapshot.queue):
-        waited = (taken_at - job.queued_at).total_seconds()
-        waited_l.append(waited)
-        key = (profile(job), int(waited // step_s) if waited > 0 else 0)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = _new_group(lab, job, waited, shares, busy_runs)
-            lab.groups.append(group)
-        group.members.append(index)
-        if waited > group.oldest:
-            group.oldest = waited
-        group_of.append(group)
+    for key, members in members_of.items():
+        first = members[0]
+        # Members share the aging step, so the first one's wait gives the group's priority.
+        group = _new_group(lab, queue[first], waited_l[first], shares, busy_runs)
+        group.members = members
+        group.oldest = max(map(waited_l.__getitem__, members))
+        lab.groups.append(group)
+    lab.group_of[:] = map(lab.groups.__getitem__, group_index)
 
 
 def _new_group(

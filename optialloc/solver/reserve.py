@@ -16,6 +16,7 @@ This runs before the optimization, which only sees the nodes left over.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -86,7 +87,9 @@ def _by_starved_since(lab: LabView, eligible: list[Group], limit: int) -> list[i
             crossings.append((threshold - g.oldest, threshold, g))
     if not crossings:
         return []
-    bound = heapq.nsmallest(limit, (c[0] for c in crossings))[-1] + 1e-3  # float slack
+    # With fewer groups than `limit` there is no such bound: read them all.
+    firsts = heapq.nsmallest(limit, (c[0] for c in crossings))
+    bound = firsts[-1] + 1e-3 if len(firsts) == limit else math.inf  # 1e-3: float slack
     starved: list[tuple[datetime, str, int]] = []
     for first, threshold, g in crossings:
         if first > bound:
