@@ -206,17 +206,15 @@ def _scan(lab: LabView) -> None:
         else:
             member_lists[g].append(index)
         group_index.append(g)
-    members_of = dict(zip(index_of, member_lists, strict=True))
     # Runs with work left that is not a last_in_suite job: their last job waits.
     busy_runs: dict[str, int] = defaultdict(int)
-    for key, members in members_of.items():
-        profile = key[0]
+    for (profile, _step), members in zip(index_of, member_lists, strict=True):
         if not profile[_LAST_IN_SUITE]:
             busy_runs[profile[_RUN]] += len(members)
     for rj in snapshot.running:
         if not rj.job.last_in_suite:
             busy_runs[rj.job.run] += 1
-    for key, members in members_of.items():
+    for members in member_lists:
         first = members[0]
         # Members share the aging step, so the first one's wait gives the group's priority.
         group = _new_group(lab, queue[first], waited_l[first], shares, busy_runs)
