@@ -61,7 +61,7 @@ def shadow_time(
             if name in nodes and nodes[name].machine_type == home and fits(job, nodes[name], policy)
         )
         if count:
-            est = runtime_estimate_s(rj.job)
+            est = runtime_estimate_s(rj.job, snapshot.runtime_estimates)
             end = rj.started_at + (timedelta(seconds=est) if est is not None else limit)
             releases.append((end if end >= snapshot.taken_at else rj.started_at + limit, count))
     when = snapshot.taken_at

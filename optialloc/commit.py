@@ -1,7 +1,9 @@
-"""Committing one Start, and settling a finished attempt, crash-safely.
+"""Crash points, failing one attempt, and settling a finished attempt, crash-safely.
 
-The order for one job (each journal write committed before the next side
-effect; see docs/reliability.md for why it gives exactly-once):
+A tick's Starts are committed together by `optialloc.commit_tick`; every job
+goes through the same journal states in the same order (each journal write
+committed before the next side effect; see docs/reliability.md for why it
+gives exactly-once):
 
     journal intent -> queue.claim -> inventory.lock -> journal locked
     -> runner.prepare (retire an earlier attempt's files) -> journal launching
@@ -16,7 +18,8 @@ unsettled and the next tick tries again.
 
 Crash points for the tests: `OPTIALLOC_CRASH_AT=<step>[:<n>]` kills the
 process with SIGKILL the n-th time (default first) it passes `<step>`, one of
-`STEPS`. Never set it in production.
+`STEPS`; each job of a batch passes each commit step once. Never set it in
+production.
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Sequence
-from datetime import timedelta
+import threading
 from typing import TYPE_CHECKING
 
-from optialloc.domain import Job, Node
-from optialloc.errors import BackendUnavailable, Conflict, OptiallocError
+from optialloc.domain import Job
+from optialloc.errors import BackendUnavailable, Conflict
 from optialloc.journal import DispatchRow
 from optialloc.ports import LaunchHandle
 
@@ -39,9 +41,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "OPTIALLOC_CRASH_AT"
-STEPS = ("intent", "claim", "lock", "launching", "launch", "running", "finish", "unlock", "settle")
+STEPS = (
+    "intent",
+    "claim",
+    "lock",
+    "locked",
+    "prepare",
+    "launching",
+    "launch",
+    "running",
+    "finish",
+    "unlock",
+    "settle",
+)
 
 _crash_counts: dict[str, int] = {}
+_crash_lock = threading.Lock()  # launches pass their crash point on several threads
 
 
 def crash_point(step: str) -> None:
@@ -52,8 +67,10 @@ def crash_point(step: str) -> None:
     name, _, nth = spec.partition(":")
     if name != step:
         return
-    _crash_counts[step] = _crash_counts.get(step, 0) + 1
-    if _crash_counts[step] >= int(nth or 1):
+    with _crash_lock:
+        _crash_counts[step] = _crash_counts.get(step, 0) + 1
+        due = _crash_counts[step] >= int(nth or 1)
+    if due:
         log.warning("crash point %s reached: killing the dispatcher (%s=%s)", step, CRASH_ENV, spec)
         logging.shutdown()
         os.kill(os.getpid(), signal.SIGKILL)
@@ -72,95 +89,7 @@ def archive_path_for(archive_base: str, job: Job) -> str:
     )
 
 
-def commit_start(d: Dispatcher, job: Job, nodes: Sequence[Node], tick: int) -> tuple[bool, str]:
-    """Claim, lock and launch one job. Returns (True, the nodes it got) or (False, why not).
-
-    A failure here concerns this job only: its nodes are released, the reason
-    recorded, and the caller goes on with the next Start.
-    """
-    names = [node.name for node in nodes]
-    archive_path = archive_path_for(d.settings.archive_base, job)
-    now = d.clock.now()
-    row_id = d.journal.intent(job, names, archive_path, tick, now)
-    crash_point("intent")
-    try:
-        claimed = d.queue.claim(job.job_id)
-    except BackendUnavailable as exc:
-        d.backend_down = True
-        _fail(d, row_id, f"queue unavailable: {exc}", node_action="none", disposition="release")
-        return False, f"queue unavailable: {exc}"
-    if not claimed:
-        # Someone else has it (or it was deleted): nothing of ours to undo.
-        _fail(
-            d,
-            row_id,
-            "claim refused: job no longer pending",
-            node_action="none",
-            disposition="none",
-            settle=True,
-        )
-        return False, "claim refused: job no longer pending"
-    crash_point("claim")
-    try:
-        locked = d.inventory.lock(names, archive_path)
-    except OptiallocError as exc:
-        # unlock too: a lock call that timed out may have succeeded on the server
-        reason = f"lock refused for {','.join(names)}: {exc}"
-        d.backend_down = d.backend_down or isinstance(exc, BackendUnavailable)
-        _fail(d, row_id, reason, node_action="unlock", disposition="release")
-        return False, reason
-    crash_point("lock")
-    got = [node.name for node in locked]
-    if got and sorted(got) != sorted(names):
-        # lock_many (count mode) picks its own nodes: record and use those. A
-        # crash before this write is covered by reconcile's sweep of locks
-        # whose description (the archive path) has no open journal row.
-        names, nodes = got, list(locked)
-        d.journal.advance(row_id, "locked", d.clock.now(), nodes=names)
-    else:
-        d.journal.advance(row_id, "locked", d.clock.now())
-    prepare = getattr(d.runner, "prepare", None)
-    if prepare is not None:
-        try:
-            prepare(archive_path)
-        except OptiallocError as exc:
-            reason = f"launch failed: {exc}"
-            _fail(d, row_id, reason, node_action="unlock", disposition="bury")
-            return False, reason
-    deadline = d.clock.now() + timedelta(seconds=d.settings.launch_timeout_s)
-    d.journal.advance(row_id, "launching", d.clock.now(), launch_deadline=deadline)
-    crash_point("launching")
-    try:
-        handle = d.runner.launch(job, nodes, archive_path)
-    except OptiallocError as exc:
-        # A runner that cannot start the job would fail again: bury, don't retry.
-        reason = f"launch failed: {exc}"
-        _fail(d, row_id, reason, node_action="unlock", disposition="bury")
-        return False, reason
-    crash_point("launch")
-    d.journal.advance(
-        row_id,
-        "running",
-        d.clock.now(),
-        pid=handle.pid,
-        pgid=handle.pgid,
-        started_at=handle.started_at,
-    )
-    crash_point("running")
-    d.track(row_id, handle, job, names)
-    ssh_user = getattr(d.runner, "ssh_user", "ubuntu")
-    d.report(
-        job,
-        "running",
-        targets={f"{ssh_user}@{node.name}": node.ssh_pub_key for node in nodes},
-        archive_path=archive_path,
-        pid=handle.pid,
-        started=handle.started_at.isoformat(),
-    )
-    return True, ",".join(names)
-
-
-def _fail(
+def fail_attempt(
     d: Dispatcher,
     row_id: int,
     reason: str,
@@ -169,6 +98,11 @@ def _fail(
     disposition: str,
     settle: bool = False,
 ) -> None:
+    """End attempt `row_id` as failed and do what it owes (`node_action`, `disposition`).
+
+    `settle=True`: nothing is owed (e.g. the claim was refused), the row is
+    closed at once.
+    """
     now = d.clock.now()
     d.journal.advance(
         row_id,

@@ -14,8 +14,9 @@ One tick:
    buried with the reason when it has ended;
 3. snapshot queue, nodes and running jobs; solve with `policy`; validate the
    Plan (a Plan with violations is refused: nothing starts this tick);
-4. commit each Start (claim, lock, launch); one job's failure never stops
-   the others.
+4. commit the Starts (claim, lock, launch), each step for all of them
+   together (`optialloc.commit_tick`); one job's failure never stops the
+   others.
 Every decision is logged; waiting reasons only when they change.
 """
 
@@ -28,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from optialloc.commit import commit_start, finish, settle_row
+from optialloc.commit import finish, settle_row
+from optialloc.commit_tick import commit_starts
 from optialloc.domain import Job, Node, Plan, RunningJob, Snapshot, Waiting, WaitReason
 from optialloc.errors import BackendUnavailable
 from optialloc.journal import Journal
@@ -36,6 +38,7 @@ from optialloc.monitor import lease_lost, time_limit
 from optialloc.policy import Policy
 from optialloc.ports import Clock, Inventory, JobQueue, LaunchHandle, Reporter, Runner
 from optialloc.reconcile import reconcile, retry_orphans
+from optialloc.runtimes import RuntimeHistory
 from optialloc.snapshotter import take_snapshot
 from optialloc.usage import HISTORY_S, UsageMeter
 
@@ -123,6 +126,7 @@ class Dispatcher:
         settings: DispatcherSettings | None = None,
         solve: SolveFn | None = None,
         validate: ValidateFn | None = None,
+        runtimes: RuntimeHistory | None = None,
     ) -> None:
         self.queue = queue
         self.inventory = inventory
@@ -138,6 +142,8 @@ class Dispatcher:
         self._reasons: dict[str, WaitReason] = {}
         self._positions_at: datetime | None = None
         self.usage = UsageMeter()  # decayed node-seconds per owner, for fair-share policies
+        # runtime estimates learned from passed jobs (in memory unless given a file)
+        self.runtimes = runtimes if runtimes is not None else RuntimeHistory()
         self._reconciled = False
         self.launching = True  # False after SIGTERM: watch running jobs, start nothing
         self.backend_down = False  # set by a commit that found the queue or lock server down
@@ -213,7 +219,14 @@ class Dispatcher:
         try:
             running = self.running_jobs()
             usage = self.usage.at(self.clock.now(), running)
-            snapshot = take_snapshot(self.queue, self.inventory, running, self.clock, usage=usage)
+            snapshot = take_snapshot(
+                self.queue,
+                self.inventory,
+                running,
+                self.clock,
+                usage=usage,
+                runtime_estimates=self.runtimes.estimates(),
+            )
             report.pending = len(snapshot.queue)
             if self.launching and snapshot.queue:
                 self._plan_and_commit(tick, snapshot, report)
@@ -254,6 +267,8 @@ class Dispatcher:
                     log.warning("tick %d: job %s buried: %s", tick, handle.job_id, outcome)
                 else:
                     report.finished.append((handle.job_id, status))
+                    if status == 0:
+                        self.runtimes.observe(tracked.job, ran_s, now)
                     log.info(
                         "tick %d: job %s finished (exit %d) on %s; nodes released",
                         tick,
@@ -330,15 +345,8 @@ class Dispatcher:
         report: TickReport,
     ) -> None:
         used: set[str] = set()
+        accepted: list[tuple[Job, list[Node]]] = []
         for start in plan.starts:
-            if self.backend_down:
-                # the queue or lock server stopped answering: the rest waits for the next tick
-                log.warning(
-                    "tick %d: backend unavailable; %d start(s) deferred to the next tick",
-                    tick,
-                    len(plan.starts) - len(report.started) - len(report.failed),
-                )
-                break
             job = pending.get(start.job_id)
             refusal = self._refuse(
                 start.job_id, start.nodes, job, nodes, used, busy_runs, running_ids
@@ -349,19 +357,21 @@ class Dispatcher:
                 continue
             assert job is not None
             used.update(start.nodes)
-            ok, reason = commit_start(self, job, [nodes[n] for n in start.nodes], tick)
+            accepted.append((job, [nodes[n] for n in start.nodes]))
+        # all of the tick's starts go through each step together (see optialloc.commit_tick)
+        for job, ok, outcome in commit_starts(self, accepted, tick):
             if ok:
                 report.started.append(job.job_id)
                 log.info(
                     "tick %d: start job %s on %s (solver %.0f ms)",
                     tick,
                     job.job_id,
-                    reason,
+                    outcome,
                     plan.solver.wall_s * 1000,
                 )
             else:
-                report.failed.append((job.job_id, reason))
-                log.warning("tick %d: job %s not started: %s", tick, job.job_id, reason)
+                report.failed.append((job.job_id, outcome))
+                log.warning("tick %d: job %s not started: %s", tick, job.job_id, outcome)
 
     def _refuse(
         self,

@@ -7,6 +7,7 @@ this module does I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +46,18 @@ class Node:
         return self.up and not self.locked
 
 
+#: Body key of a job's runtime estimate in seconds (real teuthology bodies have none).
+ESTIMATE_KEY = "runtime_estimate_s"
+
+
+def estimate_in_body(body: Mapping[str, Any]) -> float | None:
+    """The body's runtime estimate (positive, finite seconds), or None when absent or bad."""
+    value = body.get(ESTIMATE_KEY)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
 @dataclass(frozen=True)
 class Job:
     """A queued teuthology job, parsed from its body (see `optialloc.teuthology`).
@@ -70,6 +83,15 @@ class Job:
     last_in_suite: bool = False
     description: str | None = None
     body: Body = field(default_factory=dict, compare=False, hash=False, repr=False)
+    #: seconds, from the body's `runtime_estimate_s` (filled in from `body` when not
+    #: given; teuthology bodies have none). Learned estimates live in the Snapshot.
+    runtime_estimate_s: float | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.runtime_estimate_s is None and self.body:
+            estimate = estimate_in_body(self.body)
+            if estimate is not None:
+                object.__setattr__(self, "runtime_estimate_s", estimate)
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,8 @@ class Snapshot:
     paused_tubes: frozenset[str] = frozenset()
     invalid: tuple[InvalidJob, ...] = ()
     usage: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
+    #: runtime estimates (seconds) learned from finished jobs, by job description
+    runtime_estimates: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
 
 
 class WaitReason(StrEnum):

@@ -11,7 +11,9 @@ Row states, in order: `intent` (job, nodes, archive_path chosen) -> `locked`
 says what is still owed to the other systems (`node_action`: unlock, down or
 none; `disposition`: delete, bury, release or none for the queue entry) and is
 `settled` once that was done. Every transition is committed before the
-caller's next side effect.
+caller's next side effect. `intents` and `advance_many` write the rows of a
+tick's whole batch of starts in one transaction (all or none), which is what
+makes committing many starts per tick cheap (see `optialloc.commit_tick`).
 
 The journal also keeps the last Plan's waiting positions and reasons
 (`last_plan`), read by `optialloc queue list` through `last_positions`.
@@ -23,7 +25,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -142,6 +145,44 @@ def _row(record: sqlite3.Row) -> DispatchRow:
     )
 
 
+_INSERT_INTENT = (
+    "INSERT INTO dispatch (job_id, state, nodes, archive_path, tick, job, created_at, updated_at)"
+    " VALUES (?, 'intent', ?, ?, ?, ?, ?, ?)"
+)
+_ADVANCE_COLUMNS = frozenset(
+    {
+        "nodes",
+        "pid",
+        "pgid",
+        "started_at",
+        "launch_deadline",
+        "exit_status",
+        "reason",
+        "node_action",
+        "disposition",
+        "settled",
+    }
+)
+
+
+def _update(
+    row_id: int, state: str, now: datetime, values: Mapping[str, Any]
+) -> tuple[str, list[Any]]:
+    """The UPDATE moving `row_id` to `state` with `values`; ValueError on an unknown column."""
+    unknown = set(values) - _ADVANCE_COLUMNS
+    if unknown:
+        raise ValueError(f"journal: unknown column(s) {sorted(unknown)}")
+    cols = ["state = ?", "updated_at = ?"]
+    params: list[Any] = [state, now.isoformat()]
+    for key, value in values.items():
+        cols.append(f"{key} = ?")
+        if key == "nodes":
+            value = json.dumps(list(value))
+        params.append(value.isoformat() if isinstance(value, datetime) else value)
+    params.append(row_id)
+    return f"UPDATE dispatch SET {', '.join(cols)} WHERE id = ?", params
+
+
 class Journal:
     """The SQLite journal at `path` (created if missing; ":memory:" for simulations).
 
@@ -172,9 +213,7 @@ class Journal:
     ) -> int:
         """Record the decision to start `job` on `nodes`; returns the row id."""
         cursor = self._db.execute(
-            "INSERT INTO dispatch (job_id, state, nodes, archive_path, tick, job,"
-            " created_at, updated_at)"
-            " VALUES (?, 'intent', ?, ?, ?, ?, ?, ?)",
+            _INSERT_INTENT,
             (
                 job.job_id,
                 json.dumps(list(nodes)),
@@ -187,32 +226,64 @@ class Journal:
         )
         return int(cursor.lastrowid or 0)
 
+    def intents(
+        self,
+        items: Sequence[tuple[Job, Sequence[str], str]],
+        tick: int,
+        now: datetime,
+    ) -> list[int]:
+        """`intent` for each (job, nodes, archive_path), all in one transaction; row ids in order.
+
+        All rows are durable together or none is: the caller claims nothing
+        before this returns.
+        """
+        stamp = now.isoformat()
+        ids: list[int] = []
+        with self._transaction():
+            for job, nodes, archive_path in items:
+                cursor = self._db.execute(
+                    _INSERT_INTENT,
+                    (
+                        job.job_id,
+                        json.dumps(list(nodes)),
+                        archive_path,
+                        tick,
+                        job_to_json(job),
+                        stamp,
+                        stamp,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
     def advance(self, row_id: int, state: str, now: datetime, **values: Any) -> None:
         """Move row `row_id` to `state`, setting the named columns too."""
-        allowed = {
-            "nodes",
-            "pid",
-            "pgid",
-            "started_at",
-            "launch_deadline",
-            "exit_status",
-            "reason",
-            "node_action",
-            "disposition",
-            "settled",
-        }
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"journal: unknown column(s) {sorted(unknown)}")
-        cols = ["state = ?", "updated_at = ?"]
-        params: list[Any] = [state, now.isoformat()]
-        for key, value in values.items():
-            cols.append(f"{key} = ?")
-            if key == "nodes":
-                value = json.dumps(list(value))
-            params.append(value.isoformat() if isinstance(value, datetime) else value)
-        params.append(row_id)
-        self._db.execute(f"UPDATE dispatch SET {', '.join(cols)} WHERE id = ?", params)
+        sql, params = _update(row_id, state, now, values)
+        self._db.execute(sql, params)
+
+    def advance_many(
+        self, state: str, now: datetime, rows: Sequence[tuple[int, Mapping[str, Any]]]
+    ) -> None:
+        """`advance` each (row id, columns) to `state`, all in one transaction.
+
+        Either every row moves or none does, so a crash leaves the whole
+        batch in its previous state (one that reconcile repairs).
+        """
+        if not rows:
+            return
+        with self._transaction():
+            for row_id, values in rows:
+                self._db.execute(*_update(row_id, state, now, values))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def settle(self, row_id: int, now: datetime) -> None:
         """Mark a terminal row's duties to the queue and lock server as done."""

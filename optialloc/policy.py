@@ -21,6 +21,7 @@ not silently change scheduling.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from optialloc.domain import ESTIMATE_KEY as ESTIMATE_KEY  # re-exported
 from optialloc.domain import Job
 from optialloc.errors import PolicyError
 
@@ -48,6 +50,12 @@ class WeightSettings:
     # weight x nodes_needed ** node_exponent: 0 = per job, 1 = per node (a 4-node job
     # is worth four 1-node jobs of its priority, so big urgent jobs are not outbid)
     node_exponent: float = 0.0
+    # x clamp((runtime_reference_s / estimate) ** runtime_exponent, 1/max, max) for
+    # jobs with a runtime estimate (body or learned from finished jobs, see
+    # `optialloc.runtimes`): shorter jobs first, as far as the clamp allows. 0 = off.
+    runtime_exponent: float = 0.0
+    runtime_reference_s: float = 3600.0
+    runtime_max_factor: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,13 @@ class ReservationSettings:
     # jobs whose body gives `runtime_estimate_s` may use held nodes when they end
     # (by their estimate) before the reserved job's estimated start (EASY backfill)
     backfill: bool = False
+    # thresholds (and ranks) scale with (priority / 1000) ** priority_exponent:
+    # above 1, urgent work starves sooner relative to nightlies (1: linear)
+    priority_exponent: float = 1.0
+    # reservation order: by queued_at + order_hours x priority / 1000 (at least
+    # min_after_hours); None = after_hours, i.e. by the time a job became starved.
+    # Larger: starved urgent jobs go before starved nightlies for longer.
+    order_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,9 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "weights.scale": (float, 1e-3, 1e9),
     "weights.lighter_job_bonus": (float, 0.0, 1.0),
     "weights.node_exponent": (float, 0.0, 1.0),
+    "weights.runtime_exponent": (float, 0.0, 2.0),
+    "weights.runtime_reference_s": (float, 1.0, 31536000.0),
+    "weights.runtime_max_factor": (float, 1.0, 1000.0),
     "aging.enabled": (bool, 0, 1),
     "aging.rate_per_hour": (float, 0.0, 1e6),
     "aging.max_boost": (float, 0.0, 4294967295.0),
@@ -166,6 +184,8 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "reservations.priority_scaled": (bool, 0, 1),
     "reservations.min_after_hours": (float, 0.0, 8760.0),
     "reservations.backfill": (bool, 0, 1),
+    "reservations.order_hours": (float, 0.0, 8760.0),
+    "reservations.priority_exponent": (float, 0.5, 3.0),
     "fairness.owner_max_share": (float, 0.01, 1.0),
     "fairness.run_max_share": (float, 0.01, 1.0),
     "fairness.usage_penalty": (float, 0.0, 100.0),
@@ -379,23 +399,62 @@ def effective_priority(
     return effective_priority_fn(taken_at, policy, usage)(job)
 
 
-def weight_units(eff_priority: float, nodes_needed: int, policy: Policy) -> int:
+def estimate_bucket(seconds: float) -> float:
+    """A runtime estimate rounded to its octave (2 ** k s): estimates within ~40 % weigh
+    the same, so jobs with estimates still fall into few solver classes."""
+    return float(2.0 ** round(math.log2(max(seconds, 1.0))))
+
+
+def runtime_factor(estimate_s: float | None, policy: Policy) -> float:
+    """Weight multiplier for a job's runtime estimate (1 without one, or when off)."""
+    if estimate_s is None or policy.weights.runtime_exponent == 0:
+        return 1.0
+    return _runtime_factor(estimate_bucket(estimate_s), policy.weights)
+
+
+def weight_bucket(estimate_s: float, policy: Policy) -> float:
+    """The estimate's bucket for grouping jobs: its octave, merged with its neighbours
+    where the runtime factor is clamped anyway (same weight, fewer solver classes)."""
+    w = policy.weights
+    bucket = estimate_bucket(estimate_s)
+    if w.runtime_exponent == 0:
+        return bucket
+    steps = 2.0 ** math.ceil(math.log2(w.runtime_max_factor) / w.runtime_exponent)
+    reference = estimate_bucket(w.runtime_reference_s)
+    return min(max(bucket, reference / steps), reference * steps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _runtime_factor(bucket: float, w: WeightSettings) -> float:
+    # both bucketed: an estimate in the reference's bucket weighs exactly 1
+    factor = (estimate_bucket(w.runtime_reference_s) / bucket) ** w.runtime_exponent
+    return min(w.runtime_max_factor, max(1.0 / w.runtime_max_factor, factor))
+
+
+def weight_units(
+    eff_priority: float, nodes_needed: int, policy: Policy, estimate_s: float | None = None
+) -> int:
     """Integer weight (units of 1 / WEIGHT_RESOLUTION) of a job; at least 1 so every job counts."""
     base = policy.weights.scale / max(eff_priority, 1.0)
     if policy.weights.node_exponent > 0 and nodes_needed > 1:
         base *= nodes_needed**policy.weights.node_exponent
+    base *= runtime_factor(estimate_s, policy)
     bonus = 1.0 + policy.weights.lighter_job_bonus / max(nodes_needed, 1)
     return max(1, round(base * bonus * WEIGHT_RESOLUTION))
 
 
 def job_weight_fn(
-    taken_at: datetime, policy: Policy, usage: Mapping[str, float] | None = None
+    taken_at: datetime,
+    policy: Policy,
+    usage: Mapping[str, float] | None = None,
+    learned: Mapping[str, float] | None = None,
 ) -> Callable[[Job], float]:
-    """`job_weight` for many jobs of one snapshot."""
+    """`job_weight` for many jobs of one snapshot (`learned`: its runtime estimates)."""
     effective = effective_priority_fn(taken_at, policy, usage)
 
     def weight(job: Job) -> float:
-        return weight_units(effective(job), job.nodes_needed, policy) / WEIGHT_RESOLUTION
+        estimate = runtime_estimate_s(job, learned)
+        return weight_units(effective(job), job.nodes_needed, policy, estimate) / WEIGHT_RESOLUTION
 
     return weight
 
@@ -407,30 +466,49 @@ def job_weight(
     return job_weight_fn(taken_at, policy, usage)(job)
 
 
+def _priority_scale(priority: int, policy: Policy) -> float:
+    """(priority / 1000) ** priority_exponent: 1 for a nightly, smaller for urgent work."""
+    return float((max(priority, 0) / 1000.0) ** policy.reservations.priority_exponent)
+
+
 def reservation_threshold_s(priority: int, policy: Policy) -> float:
     """Seconds a job of this teuthology priority waits before it gets a reservation.
 
-    `after_hours`, or with `priority_scaled` `after_hours x priority / 1000`
-    bounded below by `min_after_hours` (a PR job at 100 after 2.4 h, a nightly
-    at 1000 after 24 h, with after_hours 24).
+    `after_hours`, or with `priority_scaled` `after_hours x (priority / 1000) **
+    priority_exponent` bounded below by `min_after_hours` (with after_hours 24
+    and exponent 1: a PR job at 100 after 2.4 h, a nightly at 1000 after 24 h).
     """
     rules = policy.reservations
     if not rules.priority_scaled:
         return rules.after_hours * 3600.0
-    hours = max(rules.min_after_hours, rules.after_hours * max(priority, 0) / 1000.0)
+    hours = max(rules.min_after_hours, rules.after_hours * _priority_scale(priority, policy))
     return hours * 3600.0
 
 
-#: Body key of a job's runtime estimate in seconds (real teuthology bodies have none).
-ESTIMATE_KEY = "runtime_estimate_s"
+def reservation_order_s(priority: int, policy: Policy) -> float:
+    """Seconds after `queued_at` that rank a starved job in reservation order.
+
+    `order_hours x (priority / 1000) ** priority_exponent` (at least the job's
+    threshold) with `priority_scaled` and `order_hours` set, else the threshold
+    itself: the order is by a fixed time per job, so a newly starved job never
+    overtakes one ranked before it (the anti-starvation bound, docs/policy.md).
+    """
+    rules = policy.reservations
+    threshold = reservation_threshold_s(priority, policy)
+    if not rules.priority_scaled or rules.order_hours is None:
+        return threshold
+    return max(threshold, rules.order_hours * _priority_scale(priority, policy) * 3600.0)
 
 
-def runtime_estimate_s(job: Job) -> float | None:
-    """The job's runtime estimate from its body (positive seconds), or None when absent/bad."""
-    value = job.body.get(ESTIMATE_KEY) if job.body else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) and value > 0 else None
+def runtime_estimate_s(job: Job, learned: Mapping[str, float] | None = None) -> float | None:
+    """The job's runtime estimate in seconds: its body's `runtime_estimate_s` (read at
+    parse time), else the one learned for its description (`Snapshot.runtime_estimates`),
+    else None."""
+    if job.runtime_estimate_s is not None:
+        return job.runtime_estimate_s
+    if learned and job.description:
+        return learned.get(job.description)
+    return None
 
 
 def dispatch_key(job: Job, eff_priority: float) -> tuple[float, int, datetime, str]:

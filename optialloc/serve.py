@@ -34,6 +34,7 @@ from optialloc.domain import WaitReason
 from optialloc.errors import Conflict, OptiallocError
 from optialloc.journal import JOURNAL_FILE, Journal
 from optialloc.policy import Policy, default_policy, load_policy
+from optialloc.runtimes import RUNTIMES_FILE, RuntimeHistory
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Server:
         self.queue = open_queue(config)
         self.inventory = open_inventory(config)
         self.journal = Journal(os.path.join(config.state_dir, JOURNAL_FILE))
+        self.runtimes = RuntimeHistory(os.path.join(config.state_dir, RUNTIMES_FILE))
         self.dispatcher = Dispatcher(
             queue=self.queue,
             inventory=self.inventory,
@@ -119,10 +121,12 @@ class Server:
             journal=self.journal,
             reporter=open_reporter(config),
             settings=settings_from(config),
+            runtimes=self.runtimes,
         )
 
     def close(self) -> None:
         self.journal.close()
+        self.runtimes.close()
         self.queue.close()
         close = getattr(self.inventory, "close", None)
         if close is not None:

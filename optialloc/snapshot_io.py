@@ -53,7 +53,16 @@ __all__ = [
 # libyaml's loader is ~10x faster than the pure-Python one on big snapshots.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_TOP_KEYS = {"taken_at", "nodes", "queue", "running", "paused_tubes", "usage", "invalid"}
+_TOP_KEYS = {
+    "taken_at",
+    "nodes",
+    "queue",
+    "running",
+    "paused_tubes",
+    "usage",
+    "invalid",
+    "runtime_estimates",
+}
 _NODE_KEYS = {
     "name",
     "machine_type",
@@ -276,6 +285,17 @@ def snapshot_document_from_mapping(data: Any, source: str = "snapshot") -> Snaps
             raise reader.fail(f"usage.{owner}", f"expected node-seconds >= 0, got {used!r}")
         usage[str(owner)] = float(used)
 
+    estimates: dict[str, float] = {}
+    raw_estimates = top.get("runtime_estimates") or {}
+    if not isinstance(raw_estimates, Mapping):
+        raise reader.fail("runtime_estimates", "expected a mapping of job description: seconds")
+    for description, seconds in raw_estimates.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise reader.fail(
+                f"runtime_estimates.{description}", f"expected seconds > 0, got {seconds!r}"
+            )
+        estimates[str(description)] = float(seconds)
+
     snapshot = Snapshot(
         taken_at=taken_at,
         nodes=nodes,
@@ -284,6 +304,7 @@ def snapshot_document_from_mapping(data: Any, source: str = "snapshot") -> Snaps
         paused_tubes=frozenset(paused),
         invalid=tuple(invalid),
         usage=usage,
+        runtime_estimates=estimates,
     )
     return SnapshotDocument(snapshot=snapshot, runtimes=runtimes)
 
@@ -406,6 +427,9 @@ def snapshot_to_mapping(
         ]
     if snapshot.usage:
         out["usage"] = dict(snapshot.usage)
+    if snapshot.runtime_estimates:
+        # exact values: a replayed snapshot must give the same plan
+        out["runtime_estimates"] = dict(sorted(snapshot.runtime_estimates.items()))
     return out
 
 

@@ -24,8 +24,10 @@ def take_snapshot(
     running: Sequence[RunningJob],
     clock: Clock,
     usage: Mapping[str, float] | None = None,
+    runtime_estimates: Mapping[str, float] | None = None,
 ) -> Snapshot:
-    """The lab as the dispatcher sees it now: pending jobs, every node, running jobs, usage."""
+    """The lab as the dispatcher sees it now: pending jobs, every node, running jobs, usage
+    and the runtime estimates learned so far (by job description)."""
     pending = tuple(queue.pending())
     nodes = tuple(inventory.nodes())
     paused = queue.paused_tubes()
@@ -36,6 +38,7 @@ def take_snapshot(
         running=tuple(running),
         paused_tubes=frozenset(paused),
         usage=dict(usage or {}),
+        runtime_estimates=runtime_estimates if runtime_estimates is not None else {},
     )
 
 
@@ -46,6 +49,7 @@ def live_snapshot(config: object) -> Snapshot:
     from optialloc.clock import RealClock
     from optialloc.config import Config
     from optialloc.journal import JOURNAL_FILE, Journal
+    from optialloc.runtimes import RUNTIMES_FILE, RuntimeHistory
     from optialloc.usage import HISTORY_S, UsageMeter
 
     assert isinstance(config, Config)
@@ -62,11 +66,24 @@ def live_snapshot(config: object) -> Snapshot:
                     running.append(RunningJob(row.job, row.nodes, started))
         finally:
             journal.close()
+    estimates: Mapping[str, float] = {}
+    runtimes_path = os.path.join(config.state_dir, RUNTIMES_FILE)
+    if os.path.exists(runtimes_path):
+        history = RuntimeHistory(runtimes_path)
+        estimates = history.estimates()
+        history.close()
     queue = open_queue(config)
     inventory = open_inventory(config)
     try:
         clock = RealClock()
-        return take_snapshot(queue, inventory, running, clock, usage=meter.at(clock.now(), running))
+        return take_snapshot(
+            queue,
+            inventory,
+            running,
+            clock,
+            usage=meter.at(clock.now(), running),
+            runtime_estimates=estimates,
+        )
     finally:
         queue.close()
         close = getattr(inventory, "close", None)

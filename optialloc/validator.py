@@ -31,6 +31,7 @@ from optialloc.policy import (
     effective_priority_at_fn,
     effective_priority_fn,
     job_weight_fn,
+    reservation_order_s,
     reservation_threshold_s,
     runtime_estimate_s,
 )
@@ -45,7 +46,7 @@ def plan_objective(
     """
     if by_id is None:
         by_id = {j.job_id: j for j in snapshot.queue}
-    weight = job_weight_fn(snapshot.taken_at, policy, snapshot.usage)
+    weight = job_weight_fn(snapshot.taken_at, policy, snapshot.usage, snapshot.runtime_estimates)
     return sum(weight(by_id[s.job_id]) for s in plan.starts if s.job_id in by_id)
 
 
@@ -140,32 +141,39 @@ class _Check:
         taken_at = self.s.taken_at
         # Threshold per profile: a function of its priority alone; a profile whose
         # oldest job is under it has no starved job (its members are younger).
-        threshold: dict[int, timedelta] = {}
-        crossings: list[tuple[datetime, timedelta, _Profile]] = []
+        # Per priority: the threshold (a job is starved past it) and its rank in
+        # reservation order (queued_at + order). A profile whose oldest job is
+        # under the threshold has no starved job (its members are younger).
+        limits: dict[int, tuple[timedelta, timedelta]] = {}
+        ranked: list[tuple[datetime, timedelta, timedelta, _Profile]] = []
         for profile in self.candidates:
             priority = profile.job.priority
-            if priority not in threshold:
-                threshold[priority] = timedelta(seconds=reservation_threshold_s(priority, self.p))
-            crossed = profile.oldest + threshold[priority]
-            if crossed <= taken_at:
-                crossings.append((crossed, threshold[priority], profile))
-        if not crossings:
+            if priority not in limits:
+                limits[priority] = (
+                    timedelta(seconds=reservation_threshold_s(priority, self.p)),
+                    timedelta(seconds=reservation_order_s(priority, self.p)),
+                )
+            threshold, order = limits[priority]
+            if profile.oldest + threshold <= taken_at:
+                ranked.append((profile.oldest + order, threshold, order, profile))
+        if not ranked:
             old: list[tuple[datetime, str]] = []
         else:
-            # Longest starved first: by when each crossed its threshold, then by id.
-            # The max_jobs-th earliest profile crossing bounds the answer (each of
-            # those profiles' oldest job crosses by then), so few members are read.
-            # With fewer profiles than max_jobs there is no such bound: read them all.
-            firsts = heapq.nsmallest(rules.max_jobs, crossings, key=itemgetter(0))
-            bound = firsts[-1][0] if len(firsts) == rules.max_jobs else taken_at
+            # By rank, then id. The max_jobs-th earliest profile rank bounds the
+            # answer (each of those profiles' oldest job is starved and ranks by
+            # then), so few members are read; with fewer profiles, read them all.
+            firsts = heapq.nsmallest(rules.max_jobs, ranked, key=itemgetter(0))
+            bound = firsts[-1][0] if len(firsts) == rules.max_jobs else datetime.max.replace(
+                tzinfo=taken_at.tzinfo
+            )
             old = heapq.nsmallest(
                 rules.max_jobs,
                 (
-                    (j.queued_at + limit, j.job_id)
-                    for crossed, limit, profile in crossings
-                    if crossed <= bound
+                    (j.queued_at + order, j.job_id)
+                    for first, threshold, order, profile in ranked
+                    if first <= bound
                     for j in profile.members
-                    if j.queued_at + limit <= bound
+                    if j.queued_at + threshold <= taken_at and j.queued_at + order <= bound
                 ),
             )
         chosen = [jid for _, jid in old]
@@ -330,7 +338,11 @@ class _Check:
             for start in self.plan.starts:
                 if start.job_id in earlier:
                     continue
-                est = runtime_estimate_s(self.jobs[start.job_id]) if shadow else None
+                est = (
+                    runtime_estimate_s(self.jobs[start.job_id], self.s.runtime_estimates)
+                    if shadow
+                    else None
+                )
                 if (
                     shadow is not None
                     and est is not None

@@ -232,3 +232,36 @@ def test_exit_on_empty_queue_is_not_held_up_by_a_job_that_can_never_run(tmp_path
     assert [job.job_id for job in queue.pending()] == [stuck]  # left queued, not dropped
     queue.close()
     assert len(read_records(tmp_path / "records.txt")) == 1
+
+
+def test_serve_learns_runtimes_and_plan_dry_run_reads_them(tmp_path: Path) -> None:
+    # Two passed runs of one description (10.5 s each, over runtimes.MIN_RUNTIME_S):
+    # serve keeps their estimate in state_dir, and the live dry-run snapshot carries it.
+    config = _setup(tmp_path)
+    queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
+    description = "rados/basic/{clusters/fixed-1 tasks/radosbench}"
+    for _ in range(2):
+        body = {
+            "name": "run",
+            "owner": "o",
+            "machine_type": "smithi",
+            "priority": 100,
+            "roles": [["osd.0"]],
+            "duration": "10.5",
+            "description": description,
+        }
+        queue.put("smithi", dump_body(body), 100)
+    queue.close()
+    served = _run(config, "serve", "--exit-on-empty-queue")
+    assert served.returncode == 0, served.stderr[-3000:]
+    from optialloc.runtimes import RuntimeHistory
+
+    history = RuntimeHistory(tmp_path / "state" / "runtimes.sqlite")
+    assert history.runs(description) == 2
+    assert 10.0 <= history.estimates()[description] <= 30.0
+    history.close()
+    dumped = tmp_path / "now.yaml"
+    plan = _run(config, "plan", "--dry-run", "--dump-snapshot", str(dumped))
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    snapshot = yaml.safe_load(dumped.read_text())
+    assert 10.0 <= snapshot["runtime_estimates"][description] <= 30.0

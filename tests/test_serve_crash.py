@@ -123,3 +123,59 @@ def test_random_kill_9_over_several_restarts(tmp_path: Path, seed: int) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finish_and_check(tmp_path, config, expected)
+
+
+def setup_one_node_jobs(tmp_path: Path, jobs: int) -> Path:
+    """Like `setup_lab`, but every job needs one node: the first tick starts 8 at once."""
+    config, _ = setup_lab(tmp_path, 0)
+    queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
+    for _ in range(jobs):
+        body = {
+            "name": "run-batch",
+            "owner": "scheduled_u0@x",
+            "machine_type": "smithi",
+            "priority": 100,
+            "roles": [["osd.0"]],
+            "duration": "0.2",
+        }
+        queue.put("smithi", dump_body(body), 100)
+    queue.close()
+    return config
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "rows_in", "locks_held"),
+    [
+        ("claim:2", "intent", 0),  # the claims are one transaction: all taken, none locked
+        ("lock:3", "intent", 8),  # locked (one inventory transaction), none journaled `locked`
+        ("prepare:4", "locked", 8),  # all journaled `locked`, four prepared
+        ("launch:3", "launching", 8),  # three launched, none journaled `running`
+        ("running:1", "running", 8),  # the whole batch journaled `running`
+    ],
+)
+def test_kill_in_the_middle_of_a_batch_of_starts_then_restart(
+    tmp_path: Path, crash_at: str, rows_in: str, locks_held: int
+) -> None:
+    config = setup_one_node_jobs(tmp_path, 10)
+    env = dict(os.environ, OPTIALLOC_CRASH_AT=crash_at)
+    crashed = subprocess.run(
+        serve_cmd(config), capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )
+    assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
+    state = tmp_path / "state"
+    # What the crash left: one tick's batch of 8 starts, all in the same journal state.
+    journal = Journal(str(state / "journal.sqlite"))
+    rows = journal.open_rows()
+    journal.close()
+    assert len(rows) == 8 and {r.state for r in rows} == {rows_in}, [
+        (r.job_id, r.state) for r in rows
+    ]
+    inventory = EmbeddedInventory(str(state / "inventory.sqlite"), "optialloc@crash")
+    assert len(inventory.held()) == locks_held
+    inventory.close()
+    if crash_at.startswith("launch"):
+        # at least three wrappers were started (launches run on a few threads, so
+        # maybe more); reconcile must adopt those and tombstone the others
+        attempts = [r for r in rows if (Path(r.archive_path) / "optialloc.attempt").exists()]
+        assert len(attempts) >= 3, [r.archive_path for r in rows]
+    finish_and_check(tmp_path, config, 10)

@@ -78,6 +78,7 @@ def queues(
                 arch=draw(st.sampled_from((None, None, "x86_64", "aarch64"))),
                 last_in_suite=draw(st.booleans()) and k % 3 == 0,
                 body=estimate_body(draw(st.sampled_from((None, 1800.0, 7200.0, 90000.0)))),
+                description=draw(st.sampled_from((None, "short-test", "long-test"))),
             )
         )
     return out
@@ -100,8 +101,12 @@ def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
                 "head_of_queue": draw(st.booleans()),
                 "priority_scaled": draw(st.booleans()),
                 "backfill": draw(st.booleans()),
+                **({"order_hours": 48.0} if draw(st.booleans()) else {}),
             },
-            "weights": {"node_exponent": draw(st.sampled_from((0.0, 0.5, 1.0)))},
+            "weights": {
+                "node_exponent": draw(st.sampled_from((0.0, 0.5, 1.0))),
+                "runtime_exponent": draw(st.sampled_from((0.0, 1.0))),
+            },
             "fairness": {
                 "owner_max_share": draw(st.sampled_from((1.0, 0.5, 0.25))),
                 "run_max_share": draw(st.sampled_from((1.0, 0.4))),
@@ -132,6 +137,8 @@ def with_running(lab: list[Node], queue: list[Job], busy: list[bool]) -> Snapsho
         tuple(running),
         frozenset({"mira"}) if len(queue) % 4 == 3 else frozenset(),
         usage=usage,
+        # learned estimates for two descriptions (the jobs' bodies may override them)
+        runtime_estimates={"short-test": 600.0, "long-test": 20000.0},
     )
 
 

@@ -18,6 +18,7 @@ from optialloc.errors import PolicyError
 from optialloc.policy import (
     Policy,
     policy_from_mapping,
+    reservation_order_s,
     reservation_threshold_s,
     runtime_estimate_s,
 )
@@ -63,6 +64,23 @@ def test_threshold_scales_with_priority_and_has_a_floor() -> None:
     assert reservation_threshold_s(1000, scaled) == pytest.approx(24 * 3600)
     assert reservation_threshold_s(10, scaled) == pytest.approx(1.0 * 3600)  # min_after_hours
     assert reservation_threshold_s(100, policy()) == pytest.approx(24 * 3600)
+    # priority_exponent > 1: a nightly's threshold stays, urgent work starves sooner
+    steeper = policy(
+        reservations={"after_hours": 36.0, "priority_scaled": True, "priority_exponent": 1.2}
+    )
+    assert reservation_threshold_s(1000, steeper) == pytest.approx(36 * 3600)
+    assert reservation_threshold_s(100, steeper) == pytest.approx(36 * 0.1**1.2 * 3600)
+    assert reservation_threshold_s(100, steeper) < 2.4 * 3600
+    lab = nodes("smithi", 4)
+    pr = job("pr", 4, priority=100, waited_h=2.3)  # past 2.27 h, short of 3.6 h
+    snap = Snapshot(T0, tuple(lab), (pr,), busy(3))
+    assert set(holds_of(solve(snap, steeper))) == {"pr"}
+    linear = policy(reservations={"after_hours": 36.0, "priority_scaled": True})
+    assert holds_of(solve(snap, linear)) == {}
+    assert validate_plan(snap, steeper, solve(snap, steeper)) == []
+    assert any(
+        "has no reservation" in v for v in validate_plan(snap, linear, solve(snap, steeper))
+    )
 
 
 def test_a_pr_job_is_reserved_after_hours_a_nightly_after_a_day() -> None:
@@ -101,6 +119,33 @@ def test_reservations_go_to_the_longest_starved_job_first() -> None:
     plan = solve(snap, by_age)
     assert set(holds_of(plan)) == {"nightly"}
     assert any("has no reservation" in v for v in validate_plan(snap, scaled, plan))
+
+
+def test_order_hours_puts_starved_urgent_jobs_before_starved_nightlies() -> None:
+    # Starved since: the nightly 30 h - 24 h = 6 h ago, the PR job 10 h - 2.4 h = 7.6 h ago
+    # ... but the nightly queued 40 h ago starved 16 h ago and goes first by default.
+    lab = nodes("smithi", 4)
+    nightly = job("nightly", 4, priority=1000, waited_h=40.0, owner="bob", run="n")
+    pr = job("pr", 4, priority=100, waited_h=10.0)
+    snap = Snapshot(T0, tuple(lab), (nightly, pr), busy(3))
+    rules = {"after_hours": 24.0, "priority_scaled": True, "max_jobs": 1}
+    by_starved_since = policy(reservations=rules)
+    assert set(holds_of(solve(snap, by_starved_since))) == {"nightly"}
+    # Ranked by queued_at + 48 h x priority / 1000: the nightly at -40 + 48 = +8 h,
+    # the PR job at -10 + 4.8 = -5.2 h: the PR job first.
+    ranked = policy(reservations={**rules, "order_hours": 48.0})
+    assert reservation_order_s(1000, ranked) == pytest.approx(48 * 3600)
+    assert reservation_order_s(100, ranked) == pytest.approx(4.8 * 3600)
+    assert reservation_order_s(10, ranked) == pytest.approx(3600)  # never before starving
+    plan = solve(snap, ranked)
+    assert set(holds_of(plan)) == {"pr"}
+    assert validate_plan(snap, ranked, plan) == []
+    assert any("has no reservation" in v for v in validate_plan(snap, by_starved_since, plan))
+    # A nightly ranked before the PR job (queued 55 h ago: -55 + 48 = -7 h) keeps its place.
+    older = Snapshot(
+        T0, tuple(lab), (replace(nightly, queued_at=T0 - timedelta(hours=55)), pr), busy(3)
+    )
+    assert set(holds_of(solve(older, ranked))) == {"nightly"}
 
 
 def test_one_profile_fills_every_reservation_slot() -> None:

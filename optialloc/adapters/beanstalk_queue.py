@@ -393,6 +393,11 @@ class BeanstalkQueue(EmbeddedQueue):
         self._known(job_id)
         return super().claim(job_id)
 
+    def claim_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        if len(self.store.rows_by_id(job_ids)) < len(set(job_ids)):
+            self._sync()  # some id is not in the store yet: take in what beanstalkd has
+        return super().claim_many(job_ids)
+
     def release(self, job_id: str) -> None:
         self._known(job_id)
         super().release(job_id)

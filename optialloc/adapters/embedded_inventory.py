@@ -21,7 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from optialloc.domain import Node
-from optialloc.errors import BackendUnavailable, Conflict, InputError, LockBusy, NotFound
+from optialloc.errors import (
+    BackendUnavailable,
+    Conflict,
+    InputError,
+    LockBusy,
+    NotFound,
+    OptiallocError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,13 @@ def _row_node(row: sqlite3.Row) -> Node:
         arch=row["arch"],
         ssh_pub_key=row["ssh_pub_key"],
     )
+
+
+def _check_description(description: str) -> None:
+    if not description:
+        raise InputError(
+            "description", "a lock needs a description naming the job (its archive path)"
+        )
 
 
 def _unique(names: Sequence[str]) -> list[str]:
@@ -206,38 +220,67 @@ class EmbeddedInventory:
         field. Unknown names raise `NotFound` and nothing is locked.
         """
         names = _unique(names)
-        if not description:
-            raise InputError(
-                "description", "a lock needs a description naming the job (its archive path)"
-            )
+        _check_description(description)
         if not names:
             return []
-        now = datetime.now(UTC).isoformat()
         with self._write() as db:
-            rows = self._rows(db, names)
-            refused = []
-            for name in names:
-                row = rows[name]
-                if row["locked"]:
-                    if row["locked_by"] == self.locked_by and row["description"] == description:
-                        continue  # already ours for this job: idempotent
-                    refused.append(
-                        f"{name} is locked by {row['locked_by']} for {row['description']}"
+            return self._lock_in(db, names, description, owner, datetime.now(UTC).isoformat())
+
+    def lock_each(
+        self, requests: Sequence[tuple[Sequence[str], str]]
+    ) -> list[list[Node] | OptiallocError]:
+        """`lock` for each (names, description), one job each, in one transaction.
+
+        Each request is all-or-nothing on its own: a refused one (`LockBusy`,
+        `NotFound`) takes nothing and is answered with its error, in place;
+        the others are locked. A `BackendUnavailable` is raised for the whole
+        batch, and then nothing was locked.
+        """
+        now = datetime.now(UTC).isoformat()
+        results: list[list[Node] | OptiallocError] = []
+        with self._write() as db:
+            for names, description in requests:
+                try:
+                    _check_description(description)
+                    unique = _unique(names)
+                    results.append(
+                        self._lock_in(db, unique, description, None, now) if unique else []
                     )
-                elif not row["up"]:
-                    refused.append(f"{name} is down")
-            if refused:
-                raise LockBusy(
-                    f"cannot lock {len(refused)} of {len(names)} node(s) for {description}, "
-                    f"locked none: {'; '.join(refused)}"
-                )
-            db.executemany(
-                "UPDATE nodes SET locked = 1, locked_by = ?, description = ?, owner = ?, "
-                "locked_since = ? "
-                "WHERE name = ? AND locked = 0",
-                [(self.locked_by, description, owner, now, name) for name in names],
+                except (LockBusy, NotFound, InputError) as exc:
+                    results.append(exc)
+        return results
+
+    def _lock_in(
+        self,
+        db: sqlite3.Connection,
+        names: list[str],
+        description: str,
+        owner: str | None,
+        now: str,
+    ) -> list[Node]:
+        """Lock `names` inside the open transaction; checks everything before any write."""
+        rows = self._rows(db, names)
+        refused = []
+        for name in names:
+            row = rows[name]
+            if row["locked"]:
+                if row["locked_by"] == self.locked_by and row["description"] == description:
+                    continue  # already ours for this job: idempotent
+                refused.append(f"{name} is locked by {row['locked_by']} for {row['description']}")
+            elif not row["up"]:
+                refused.append(f"{name} is down")
+        if refused:
+            raise LockBusy(
+                f"cannot lock {len(refused)} of {len(names)} node(s) for {description}, "
+                f"locked none: {'; '.join(refused)}"
             )
-            locked = self._rows(db, names)
+        db.executemany(
+            "UPDATE nodes SET locked = 1, locked_by = ?, description = ?, owner = ?, "
+            "locked_since = ? "
+            "WHERE name = ? AND locked = 0",
+            [(self.locked_by, description, owner, now, name) for name in names],
+        )
+        locked = self._rows(db, names)
         return [_row_node(locked[name]) for name in names]
 
     def unlock(self, names: Sequence[str], description: str) -> None:

@@ -73,6 +73,13 @@ class QueueStore(StoreBase):
         with self.read() as db:
             return [Row(*r) for r in db.execute(sql, params).fetchall()]
 
+    def rows_by_id(self, job_ids: Sequence[str]) -> list[Row]:
+        """The rows of these job ids (unknown ids are left out), in no particular order."""
+        # by id only: a state filter would make SQLite walk the state index instead
+        sql = f"SELECT {COLUMNS} FROM jobs WHERE job_id IN (SELECT value FROM json_each(?))"
+        with self.read() as db:
+            return [Row(*r) for r in db.execute(sql, (json.dumps(list(job_ids)),)).fetchall()]
+
     def row(self, job_id: str) -> Row | None:
         with self.read() as db:
             r = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -249,6 +256,29 @@ class QueueStore(StoreBase):
                 (time.time(), change, job_id),
             )
             return cur.rowcount == 1
+
+    def claim_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """`claim` each job, all in one write transaction; {job_id: claimed}.
+
+        Scanned bodies are parsed first (one that fails is buried, not
+        claimed). A job that is not pending, or unknown, maps to False.
+        """
+        if not job_ids:
+            return {}
+        rows = self.rows_by_id(job_ids)
+        unchecked = [r for r in rows if not r.checked and r.state == "pending"]
+        if unchecked:
+            self.check_rows(unchecked)
+        with self.write() as change:
+            # `+state`: look the rows up by job id, not by walking every pending row
+            cur = self._db.execute(
+                "UPDATE jobs SET state = 'claimed', state_at = ?, updated_seq = ?"
+                " WHERE job_id IN (SELECT value FROM json_each(?))"
+                " AND +state = 'pending' AND checked = 1 RETURNING job_id",
+                (time.time(), change, json.dumps(list(job_ids))),
+            )
+            taken = {r[0] for r in cur.fetchall()}
+        return {job_id: job_id in taken for job_id in job_ids}
 
     def has_unchecked(self) -> bool:
         """Whether some pending row was only scanned (its full parse is still to do)."""

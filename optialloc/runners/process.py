@@ -10,6 +10,7 @@ docs/reliability.md). `poll` is None while the wrapper lives, else the exit
 status from the attempt's exit file (137 when it was killed before writing
 one). `kill` sends SIGTERM to the whole process group and SIGKILL after
 `grace_s`, on a background thread so a tick never blocks for the grace period.
+`launch_many` launches a tick's batch on a few threads (see its docstring).
 
 Liveness of a wrapper this process did not start (adopted after a restart)
 guards against pid reuse: the pid counts as the job's only while
@@ -30,7 +31,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import yaml
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Exit status reported for a wrapper that vanished without writing one (SIGKILL).
 LOST_STATUS = 137
+#: Threads `launch_many` starts processes on (more does not help on a few cores).
+LAUNCH_THREADS = 4
 #: libyaml's dumper when PyYAML has it: writing orig.config.yaml is on the launch path.
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -140,7 +144,9 @@ class ProcessRunner:
         self.ssh_user = ssh_user
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._programs: set[str] = set()
+        self._prepared: set[str] = set()  # archive dirs `prepare` just cleared for a launch
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def _found(self, program: str) -> bool:
         """`shutil.which`, remembering programs found (a lookup per launch costs ~0.1 ms)."""
@@ -180,6 +186,8 @@ class ProcessRunner:
         """
         attempt = read_attempt(archive_path)
         if attempt is None:
+            with self._lock:
+                self._prepared.add(archive_path)
             return
         pid = read_pid(archive_path, attempt)
         if pid is not None and wrapper_alive(pid, archive_path, attempt):
@@ -193,6 +201,8 @@ class ProcessRunner:
             raise LaunchFailed(
                 f"cannot retire the previous attempt in {archive_path}: {exc}"
             ) from exc
+        with self._lock:
+            self._prepared.add(archive_path)
 
     def _check_previous(self, archive_path: str) -> None:
         """Refuse to start a job whose previous attempt still runs (never run one twice)."""
@@ -205,7 +215,11 @@ class ProcessRunner:
         attempt = uuid.uuid4().hex[:16]
         try:
             os.makedirs(archive_path, exist_ok=True)
-            self._check_previous(archive_path)
+            with self._lock:
+                prepared = archive_path in self._prepared
+                self._prepared.discard(archive_path)
+            if not prepared:  # `prepare` already did this check (and retired the attempt)
+                self._check_previous(archive_path)
             config_path = os.path.join(archive_path, "orig.config.yaml")
             with open(config_path, "w", encoding="utf-8") as handle:
                 yaml.dump(
@@ -245,6 +259,37 @@ class ProcessRunner:
         with self._lock:
             self._children[popen.pid] = popen
         return LaunchHandle(job.job_id, popen.pid, popen.pid, archive_path, datetime.now(UTC))
+
+    def launch_many(
+        self,
+        launches: Sequence[tuple[Job, Sequence[Node], str]],
+        after: Callable[[], None] | None = None,
+    ) -> list[LaunchHandle | OptiallocError]:
+        """`launch` each (job, nodes, archive_path); a handle or the launch's error, in order.
+
+        Launches run on a few threads: starting a process stalls the calling
+        thread until the child has exec'd (vfork), and on a busy machine that
+        wait, not our work, is most of a launch. `after` is called once per
+        successful launch, on the thread that did it (the commit's crash point).
+        """
+
+        def one(item: tuple[Job, Sequence[Node], str]) -> LaunchHandle | OptiallocError:
+            try:
+                handle = self.launch(*item)
+            except OptiallocError as exc:
+                return exc
+            except Exception as exc:  # a bug must cost this job only, not the tick's batch
+                log.exception("launch of job %s failed unexpectedly", item[0].job_id)
+                return LaunchFailed(f"unexpected error while launching: {exc!r}")
+            if after is not None:
+                after()
+            return handle
+
+        if len(launches) <= 1:
+            return [one(item) for item in launches]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(LAUNCH_THREADS, thread_name_prefix="launch")
+        return list(self._pool.map(one, launches))
 
     # -- find again ------------------------------------------------------
     def adopt(self, job_id: str, archive_path: str) -> LaunchHandle | None:

@@ -9,7 +9,9 @@ Shape (evaluation.md, "Teuthology-like lab workloads"):
 - a run's jobs arrive within a minute (teuthology-suite schedules them in one go);
 - 1-4 nodes per job (`len(roles)`), mostly one machine type, some `smithi,mira`;
 - runtimes lognormal (median `runtime_median_s`) with a long tail, a few
-  jobs hanging until `max_job_time`;
+  jobs hanging until `max_job_time`; with `runtime_per_description` a share of
+  the spread belongs to the job's description (the test), as in a real lab
+  where a nightly suite repeats its descriptions every night;
 - optionally a backlog already queued at time 0 (priority 1000 and 200-999).
 
 `python -m optialloc.sim.generate PARAMS.yaml OUT.jsonl` writes a workload;
@@ -19,6 +21,7 @@ a params file is `{generator: {seed: 1, days: 7, ...}}` (keys: `WeekParams`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import random
 import sys
@@ -94,6 +97,10 @@ class WeekParams:
     nodes: tuple[tuple[int, float], ...] = ((1, 0.35), (2, 0.4), (3, 0.15), (4, 0.1))
     runtime_median_s: float = 3000.0
     runtime_sigma: float = 1.0
+    #: share of the log-runtime variance that belongs to the job's description (the
+    #: test): 0 = every run independent; 0.75 = a description's runs stay within
+    #: ~x1.6 of its own typical runtime (sigma 0.5) while descriptions differ widely
+    runtime_per_description: float = 0.0
     runtime_min_s: float = 120.0
     hang_fraction: float = 0.002
     max_job_time_s: float = 259200.0
@@ -134,10 +141,23 @@ def _pick(rng: random.Random, weighted: Sequence[tuple[Any, float]]) -> Any:
     return rng.choices([v for v, _ in weighted], weights=[w for _, w in weighted], k=1)[0]
 
 
-def _runtime(rng: random.Random, p: WeekParams) -> float:
+def _description_effect(p: WeekParams, description: str) -> float:
+    """The description's own log-runtime offset: fixed for a seed (the same test run
+    on another night takes about as long), independent of the job stream's rng."""
+    digest = hashlib.sha256(f"{p.seed}:{description}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big")).gauss(0.0, 1.0)
+
+
+def _runtime(rng: random.Random, p: WeekParams, description: str) -> float:
     if rng.random() < p.hang_fraction:
         return p.max_job_time_s - 1.0  # hung until teuthology's limit
-    value = rng.lognormvariate(math.log(p.runtime_median_s), p.runtime_sigma)
+    if p.runtime_per_description > 0:
+        share = min(p.runtime_per_description, 1.0)
+        mu = math.log(p.runtime_median_s)
+        mu += p.runtime_sigma * math.sqrt(share) * _description_effect(p, description)
+        value = rng.lognormvariate(mu, p.runtime_sigma * math.sqrt(1.0 - share))
+    else:
+        value = rng.lognormvariate(math.log(p.runtime_median_s), p.runtime_sigma)
     return float(round(min(max(value, p.runtime_min_s), p.max_job_time_s - 1.0)))
 
 
@@ -182,7 +202,7 @@ class _Builder:
                     job_id=str(index + 1),
                     index=index,
                     submit=submit,
-                    runtime=_runtime(rng, p),
+                    runtime=_runtime(rng, p, str(body["description"])),
                     nodes=nodes,
                     machine_types=tuple(machine_type.split(",")),
                     priority=priority,

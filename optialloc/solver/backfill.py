@@ -46,7 +46,7 @@ def _release_times(lab: LabView, index: int, home: str) -> list[tuple[datetime, 
                 count += 1
         if not count:
             continue
-        est = runtime_estimate_s(rj.job)
+        est = runtime_estimate_s(rj.job, lab.snapshot.runtime_estimates)
         end = rj.started_at + (timedelta(seconds=est) if est is not None else max_time)
         if end < lab.snapshot.taken_at:
             end = rj.started_at + max_time  # overran its estimate: only the limit is sure
@@ -125,7 +125,7 @@ def backfill(
                     break
                 if i in started or i in reserved:
                     continue
-                est = runtime_estimate_s(lab.jobs[i])
+                est = runtime_estimate_s(lab.jobs[i], lab.snapshot.runtime_estimates)
                 if est is None or est > room:
                     continue
                 left = [

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import repeat
@@ -28,10 +28,12 @@ from operator import attrgetter, neg
 from typing import Any
 
 from optialloc.domain import Job, Node, Snapshot
-from optialloc.policy import Policy, aging_boost, usage_shares, weight_units
+from optialloc.policy import Policy, aging_boost, usage_shares, weight_bucket, weight_units
 
 PoolKey = tuple[str | None, ...]
 _QUEUED_AT = attrgetter("queued_at")
+_DESCRIPTION = attrgetter("description")
+_BODY_ESTIMATE = attrgetter("runtime_estimate_s")
 #: Everything a group shares but its aging step (read in C: it runs per queued job).
 _PROFILE = attrgetter(
     "owner",
@@ -192,6 +194,10 @@ def _scan(lab: LabView) -> None:
         steps: Iterable[int] = [int(w // step_s) if w > 0 else 0 for w in waited_l]
     else:
         steps = repeat(0)
+    buckets = _estimate_buckets(queue, policy, snapshot.runtime_estimates)
+    if buckets is not None:
+        # Jobs weigh by their runtime estimate: its octave bucket joins the group key.
+        steps = list(zip(steps, buckets, strict=False))  # type: ignore[arg-type]
     # A group: everything the solver reads of a job but its age and id, and its aging step.
     index_of: dict[tuple[tuple[Any, ...], int], int] = {}
     member_lists: list[list[int]] = []
@@ -216,16 +222,43 @@ def _scan(lab: LabView) -> None:
             busy_runs[rj.job.run] += 1
     for members in member_lists:
         first = members[0]
-        # Members share the aging step, so the first one's wait gives the group's priority.
-        group = _new_group(lab, queue[first], waited_l[first], shares, busy_runs)
+        # Members share the aging step (and estimate bucket), so the first one's wait
+        # (and estimate) give the group's priority and weight.
+        estimate = buckets[first] if buckets is not None else None
+        group = _new_group(lab, queue[first], waited_l[first], shares, busy_runs, estimate)
         group.members = members
         group.oldest = max(map(waited_l.__getitem__, members))
         lab.groups.append(group)
     lab.group_of[:] = map(lab.groups.__getitem__, group_index)
 
 
+def _estimate_buckets(
+    queue: Sequence[Job], policy: Policy, learned: Mapping[str, float]
+) -> list[float | None] | None:
+    """Per job, its runtime estimate's bucket; None when weights ignore estimates."""
+    if policy.weights.runtime_exponent == 0:
+        return None
+    in_bodies = list(map(_BODY_ESTIMATE, queue))
+    no_body_estimate = in_bodies.count(None) == len(in_bodies)  # in C: teuthology's case
+    if not learned and no_body_estimate:
+        return None  # nobody has an estimate: the groups need no split
+    # Bucket each distinct learned value once; body estimates (rare) per job.
+    by_description = {d: weight_bucket(v, policy) for d, v in learned.items()}
+    out: list[float | None] = list(map(by_description.get, map(_DESCRIPTION, queue)))
+    if not no_body_estimate:
+        for index, body_estimate in enumerate(in_bodies):
+            if body_estimate is not None:
+                out[index] = weight_bucket(body_estimate, policy)
+    return out
+
+
 def _new_group(
-    lab: LabView, job: Job, waited: float, shares: dict[str, float], busy_runs: dict[str, int]
+    lab: LabView,
+    job: Job,
+    waited: float,
+    shares: dict[str, float],
+    busy_runs: dict[str, int],
+    estimate: float | None = None,
 ) -> Group:
     policy = lab.policy
     ckey = (job.machine_types, job.os_type, job.os_version, job.arch)
@@ -243,7 +276,7 @@ def _new_group(
     eff = max(0.0, job.priority - aging_boost(waited, policy))
     if shares:
         eff *= 1.0 + policy.fairness.usage_penalty * shares.get(job.owner, 0.0)
-    units = weight_units(eff, job.nodes_needed, policy)
+    units = weight_units(eff, job.nodes_needed, policy, estimate)
     return Group(job, ckey, state, eff, units, oldest=waited)
 
 

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from optialloc.policy import reservation_threshold_s
+from optialloc.policy import reservation_order_s, reservation_threshold_s
 from optialloc.solver.caps import CapTable
 from optialloc.solver.lab import OK, Group, LabView, PoolKey, pool_fits
 
@@ -69,36 +69,45 @@ def reserved_jobs(lab: LabView) -> list[int]:
 
 
 def _by_starved_since(lab: LabView, eligible: list[Group], limit: int) -> list[int]:
-    """Starved jobs by the priority-scaled threshold, longest starved first.
+    """Starved jobs (waited their priority-scaled threshold) in reservation order.
 
-    "Starved since" is `queued_at + threshold(priority)`: a PR job queued at 10:00
-    starves at 12:24, a nightly queued the evening before at 20:00 today. Ordering by
-    it (then job id) keeps the order stable from tick to tick (a newly starved job
-    queues behind), which is what the anti-starvation bound needs.
+    The order is by `queued_at + reservation_order_s(priority)`, then job id: with
+    the default `order_hours` that is the time the job became starved ("longest
+    starved first"): a PR job queued at 10:00 starves at 12:24, a nightly queued
+    the evening before at 20:00 today. A fixed time per job keeps the order stable
+    from tick to tick (a newly starved job queues behind), which is what the
+    anti-starvation bound needs (docs/policy.md).
     """
-    jobs, waited = lab.jobs, lab.waited
-    # A group starved since (its oldest member) `threshold - oldest` seconds
-    # relative to now. The limit-th earliest of those bounds the answer (each of
-    # those groups' oldest job starved by then), so few members are read.
-    crossings: list[tuple[float, float, Group]] = []
+    jobs, waited, policy = lab.jobs, lab.waited, lab.policy
+    # A group's first place in the order is its oldest member's, `order - oldest`
+    # seconds from now. The limit-th earliest of those bounds the answer (each of
+    # those groups' oldest job is starved and ranks by then), so few members are read.
+    ranked: list[tuple[float, float, float, Group]] = []
+    limits: dict[int, tuple[float, float]] = {}  # per priority: threshold, rank offset
     for g in eligible:
-        threshold = reservation_threshold_s(g.job.priority, lab.policy)
+        priority = g.job.priority
+        if priority not in limits:
+            limits[priority] = (
+                reservation_threshold_s(priority, policy),
+                reservation_order_s(priority, policy),
+            )
+        threshold, order = limits[priority]
         if g.oldest >= threshold:
-            crossings.append((threshold - g.oldest, threshold, g))
-    if not crossings:
+            ranked.append((order - g.oldest, threshold, order, g))
+    if not ranked:
         return []
     # With fewer groups than `limit` there is no such bound: read them all.
-    firsts = heapq.nsmallest(limit, (c[0] for c in crossings))
+    firsts = heapq.nsmallest(limit, (r[0] for r in ranked))
     bound = firsts[-1] + 1e-3 if len(firsts) == limit else math.inf  # 1e-3: float slack
     starved: list[tuple[datetime, str, int]] = []
-    for first, threshold, g in crossings:
+    for first, threshold, order, g in ranked:
         if first > bound:
             continue
-        since = timedelta(seconds=threshold)  # same arithmetic as the validator: exact ties
+        rank = timedelta(seconds=order)  # same arithmetic as the validator: exact ties
         starved.extend(
-            (jobs[i].queued_at + since, jobs[i].job_id, i)
+            (jobs[i].queued_at + rank, jobs[i].job_id, i)
             for i in g.members
-            if waited[i] >= threshold and threshold - waited[i] <= bound
+            if waited[i] >= threshold and order - waited[i] <= bound
         )
     return [i for _, _, i in heapq.nsmallest(limit, starved)]
 
