@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from optialloc.commit import finish, settle_row
 from optialloc.commit_tick import commit_starts
@@ -43,6 +44,8 @@ from optialloc.snapshotter import take_snapshot
 from optialloc.usage import HISTORY_S, UsageMeter
 
 log = logging.getLogger(__name__)
+_JOB_ID = attrgetter("job_id")
+_REASON = attrgetter("reason")
 
 SolveFn = Callable[[Snapshot, Policy], Plan]
 ValidateFn = Callable[[Snapshot, Policy, Plan], list[str]]
@@ -321,7 +324,7 @@ class Dispatcher:
                 )
                 return
         self._record_waiting(tick, plan)
-        pending = {job.job_id: job for job in snapshot.queue}
+        pending = dict(zip(map(_JOB_ID, snapshot.queue), snapshot.queue, strict=True))
         nodes = {node.name: node for node in snapshot.nodes}
         # counting every queued job's run is only needed to guard a last_in_suite start
         last = any(pending[s.job_id].last_in_suite for s in plan.starts if s.job_id in pending)
@@ -400,12 +403,13 @@ class Dispatcher:
         # Runs over every waiting job each tick (20,000 at 10x Sepia): compare the
         # WaitReason members themselves and build log lines only for the changes.
         previous = self._reasons
-        reasons: dict[str, WaitReason] = {}
+        # Built in C (zip/map over the named tuples); most ticks change nothing.
+        reasons: dict[str, WaitReason] = dict(
+            zip(map(_JOB_ID, plan.waiting), map(_REASON, plan.waiting), strict=True)
+        )
         changes: list[Waiting] = []
-        for waiting in plan.waiting:
-            reasons[waiting.job_id] = waiting.reason
-            if previous.get(waiting.job_id) is not waiting.reason:
-                changes.append(waiting)
+        if reasons != previous:
+            changes = [w for w in plan.waiting if previous.get(w.job_id) is not w.reason]
         for waiting in changes[:MAX_REASON_LINES]:
             log.info(
                 "%s",

@@ -36,6 +36,9 @@ from optialloc.policy import (
     runtime_estimate_s,
 )
 
+_QUEUED_AT = attrgetter("queued_at")
+_JOB_ID = attrgetter("job_id")
+
 
 def plan_objective(
     snapshot: Snapshot, policy: Policy, plan: Plan, by_id: dict[str, Job] | None = None
@@ -45,7 +48,7 @@ def plan_objective(
     `by_id`, the snapshot's queue by job id, saves rebuilding it when the caller has it.
     """
     if by_id is None:
-        by_id = {j.job_id: j for j in snapshot.queue}
+        by_id = dict(zip(map(_JOB_ID, snapshot.queue), snapshot.queue, strict=True))
     weight = job_weight_fn(snapshot.taken_at, policy, snapshot.usage, snapshot.runtime_estimates)
     return sum(weight(by_id[s.job_id]) for s in plan.starts if s.job_id in by_id)
 
@@ -77,9 +80,6 @@ _PROFILE = attrgetter(
 )
 
 
-_QUEUED_AT = attrgetter("queued_at")
-
-
 class _Profile:
     """Queued jobs sharing a `_PROFILE`: a representative, the members, the oldest."""
 
@@ -97,7 +97,7 @@ class _Check:
     def __init__(self, snapshot: Snapshot, policy: Policy, plan: Plan) -> None:
         self.s, self.p, self.plan = snapshot, policy, plan
         self.out: list[str] = []
-        self.jobs = {j.job_id: j for j in snapshot.queue}
+        self.jobs = dict(zip(map(_JOB_ID, snapshot.queue), snapshot.queue, strict=True))
         self.nodes = {n.name: n for n in snapshot.nodes}
         self.busy = {name for rj in snapshot.running for name in rj.nodes}
         by_profile: dict[tuple[object, ...], list[Job]] = {}
@@ -163,8 +163,10 @@ class _Check:
             # answer (each of those profiles' oldest job is starved and ranks by
             # then), so few members are read; with fewer profiles, read them all.
             firsts = heapq.nsmallest(rules.max_jobs, ranked, key=itemgetter(0))
-            bound = firsts[-1][0] if len(firsts) == rules.max_jobs else datetime.max.replace(
-                tzinfo=taken_at.tzinfo
+            bound = (
+                firsts[-1][0]
+                if len(firsts) == rules.max_jobs
+                else datetime.max.replace(tzinfo=taken_at.tzinfo)
             )
             old = heapq.nsmallest(
                 rules.max_jobs,

@@ -67,13 +67,7 @@ class Explainer:
                 machine_type = lab.node_by_name[given[0]].machine_type
                 self.reserved_started[machine_type].append(lab.jobs[index].job_id)
         self.fit_cache: dict[CompatKey, list[tuple[str, int, int, int]]] = {}
-        self.run_left: dict[str, int] = defaultdict(int)
-        for job in lab.jobs:
-            if not job.last_in_suite:
-                self.run_left[job.run] += 1
-        for rj in lab.snapshot.running:
-            if not rj.job.last_in_suite:
-                self.run_left[rj.job.run] += 1
+        self.run_left = lab.busy_runs  # counted once, by the lab's scan
 
     def _fits(self, key: CompatKey) -> list[tuple[str, int, int, int]]:
         """Per listed type: compatible free nodes before holds, after holds, after starts."""

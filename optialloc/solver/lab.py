@@ -109,6 +109,9 @@ class LabView:
     group_of: list[Group] = field(default_factory=list)  # per job index
     waited: list[float] = field(default_factory=list)  # per job index, seconds since queued
     invalid_detail: dict[CompatKey | tuple[CompatKey, int], str] = field(default_factory=dict)
+    #: per run, its queued or running jobs that are not last_in_suite (a last_in_suite
+    #: job waits while its run has any)
+    busy_runs: dict[str, int] = field(default_factory=dict)
 
     def reimaged(self, machine_type: str) -> bool:
         return machine_type in self.policy.reimaged_types
@@ -213,13 +216,13 @@ def _scan(lab: LabView) -> None:
             member_lists[g].append(index)
         group_index.append(g)
     # Runs with work left that is not a last_in_suite job: their last job waits.
-    busy_runs: dict[str, int] = defaultdict(int)
+    busy_runs: dict[str, int] = lab.busy_runs
     for (profile, _step), members in zip(index_of, member_lists, strict=True):
         if not profile[_LAST_IN_SUITE]:
-            busy_runs[profile[_RUN]] += len(members)
+            busy_runs[profile[_RUN]] = busy_runs.get(profile[_RUN], 0) + len(members)
     for rj in snapshot.running:
         if not rj.job.last_in_suite:
-            busy_runs[rj.job.run] += 1
+            busy_runs[rj.job.run] = busy_runs.get(rj.job.run, 0) + 1
     for members in member_lists:
         first = members[0]
         # Members share the aging step (and estimate bucket), so the first one's wait
