@@ -400,10 +400,11 @@ def effective_priority(
 
 
 def estimate_bucket(seconds: float) -> float:
-    """A runtime estimate rounded to its octave (2 ** k s): estimates within ~40 % weigh
-    the same, so jobs with estimates still fall into few solver classes."""
-    return float(2.0 ** round(math.log2(max(seconds, 1.0))))
-
+    """A runtime estimate rounded to a power of 4 seconds (..., 17 min, 68 min, 4.6 h,
+    ...): jobs with estimates still fall into few solver classes. (Powers of 2 sorted
+    a little finer, -4 % priority-weighted wait in the what-if week, but cost 25 % more
+    solve time at Sepia scale: 123 ms instead of 97 ms with estimates on every job.)"""
+    return float(4.0 ** round(math.log(max(seconds, 1.0), 4)))
 
 def runtime_factor(estimate_s: float | None, policy: Policy) -> float:
     """Weight multiplier for a job's runtime estimate (1 without one, or when off)."""
@@ -413,8 +414,8 @@ def runtime_factor(estimate_s: float | None, policy: Policy) -> float:
 
 
 def weight_bucket(estimate_s: float, policy: Policy) -> float:
-    """The estimate's bucket for grouping jobs: its octave, merged with its neighbours
-    where the runtime factor is clamped anyway (same weight, fewer solver classes)."""
+    """The estimate's bucket for grouping jobs: `estimate_bucket`, merged with its
+    neighbours where the runtime factor is clamped anyway (same weight, fewer classes)."""
     w = policy.weights
     bucket = estimate_bucket(estimate_s)
     if w.runtime_exponent == 0:

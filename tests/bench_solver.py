@@ -16,6 +16,7 @@ tracing slows it down). `--small` also times what-if-sized instances.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import resource
@@ -111,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         "all nodes free, the hardest case at a given scale)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--learned",
+        type=int,
+        default=0,
+        help="give every job one of N descriptions with a learned runtime estimate "
+        "(lognormal, median 50 min), as `serve` has after a few nights (default 0: none)",
+    )
     parser.add_argument("--small", action="store_true", help="also time what-if-sized instances")
     args = parser.parse_args(argv)
 
@@ -120,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     built = time.perf_counter()
     snap = sepia_snapshot(args.scale, seed=args.seed, busy_fraction=args.busy)
+    if args.learned:
+        descriptions = [f"suite/{k}" for k in range(args.learned)]
+        queue = tuple(replace(j, description=rng.choice(descriptions)) for j in snap.queue)
+        learned = {d: rng.lognormvariate(math.log(3000.0), 1.0) for d in descriptions}
+        snap = replace(snap, queue=queue, runtime_estimates=learned)
     print(
         f"scale {args.scale}: {len(snap.queue):,} queued, {len(snap.nodes):,} nodes, "
         f"{len(snap.running):,} running at tick 0; policy {policy.name}; "

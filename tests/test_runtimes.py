@@ -110,11 +110,14 @@ def test_runtime_factor_is_bucketed_and_clamped() -> None:
     policy = runtime_policy(runtime_max_factor=4.0)
     assert runtime_factor(None, policy) == 1.0
     assert runtime_factor(3600.0, policy) == pytest.approx(1.0)
-    assert runtime_factor(1800.0, policy) == pytest.approx(2.0)
+    assert runtime_factor(2400.0, policy) == pytest.approx(1.0)  # same bucket (4096 s)
+    assert runtime_factor(900.0, policy) == pytest.approx(4.0)  # bucket 1024 s
     assert runtime_factor(60.0, policy) == pytest.approx(4.0)  # clamped
-    assert runtime_factor(10 * 3600.0, policy) == pytest.approx(0.25)
-    assert estimate_bucket(1000.0) == estimate_bucket(1100.0)  # same octave
-    assert math.log2(estimate_bucket(1000.0)) == 10.0
+    assert runtime_factor(10 * 3600.0, policy) == pytest.approx(0.25)  # clamped
+    assert estimate_bucket(1000.0) == estimate_bucket(1100.0) == 1024.0
+    assert math.log(estimate_bucket(5000.0), 4) == pytest.approx(6.0)
+    half = runtime_policy(runtime_max_factor=8.0, runtime_exponent=0.5)
+    assert runtime_factor(900.0, half) == pytest.approx(2.0)  # (4096 / 1024) ** 0.5
     # buckets merge where the factor is clamped anyway: same weight, fewer classes
     assert weight_bucket(60.0, policy) == weight_bucket(600.0, policy) == 1024.0
     assert runtime_factor(60.0, policy) == runtime_factor(weight_bucket(60.0, policy), policy)

@@ -198,16 +198,17 @@ def _scan(lab: LabView) -> None:
     else:
         steps = repeat(0)
     buckets = _estimate_buckets(queue, policy, snapshot.runtime_estimates)
-    if buckets is not None:
-        # Jobs weigh by their runtime estimate: its octave bucket joins the group key.
-        steps = list(zip(steps, buckets, strict=False))  # type: ignore[arg-type]
-    # A group: everything the solver reads of a job but its age and id, and its aging step.
-    index_of: dict[tuple[tuple[Any, ...], int], int] = {}
+    # A group: everything the solver reads of a job but its age and id, its aging
+    # step and, when jobs weigh by their runtime estimate, the estimate's bucket.
+    keys: Iterable[tuple[Any, ...]] = (
+        zip(map(_PROFILE, queue), steps, strict=False)  # steps may be repeat(0)
+        if buckets is None
+        else zip(map(_PROFILE, queue), steps, buckets, strict=False)
+    )
+    index_of: dict[tuple[Any, ...], int] = {}
     member_lists: list[list[int]] = []
     group_index: list[int] = []
-    for index, key in enumerate(
-        zip(map(_PROFILE, queue), steps, strict=False)
-    ):  # steps may repeat(0)
+    for index, key in enumerate(keys):
         g = index_of.get(key)
         if g is None:
             g = index_of[key] = len(member_lists)
@@ -217,7 +218,8 @@ def _scan(lab: LabView) -> None:
         group_index.append(g)
     # Runs with work left that is not a last_in_suite job: their last job waits.
     busy_runs: dict[str, int] = lab.busy_runs
-    for (profile, _step), members in zip(index_of, member_lists, strict=True):
+    for key, members in zip(index_of, member_lists, strict=True):
+        profile = key[0]
         if not profile[_LAST_IN_SUITE]:
             busy_runs[profile[_RUN]] = busy_runs.get(profile[_RUN], 0) + len(members)
     for rj in snapshot.running:
