@@ -183,6 +183,21 @@ def _update(
     return f"UPDATE dispatch SET {', '.join(cols)} WHERE id = ?", params
 
 
+def _intent_row(
+    job: Job, nodes: Sequence[str], archive_path: str, tick: int, stamp: str
+) -> tuple[object, ...]:
+    """The values of `_INSERT_INTENT` for one job."""
+    return (
+        job.job_id,
+        json.dumps(list(nodes)),
+        archive_path,
+        tick,
+        job_to_json(job),
+        stamp,
+        stamp,
+    )
+
+
 class Journal:
     """The SQLite journal at `path` (created if missing; ":memory:" for simulations).
 
@@ -213,16 +228,7 @@ class Journal:
     ) -> int:
         """Record the decision to start `job` on `nodes`; returns the row id."""
         cursor = self._db.execute(
-            _INSERT_INTENT,
-            (
-                job.job_id,
-                json.dumps(list(nodes)),
-                archive_path,
-                tick,
-                job_to_json(job),
-                now.isoformat(),
-                now.isoformat(),
-            ),
+            _INSERT_INTENT, _intent_row(job, nodes, archive_path, tick, now.isoformat())
         )
         return int(cursor.lastrowid or 0)
 
@@ -242,16 +248,7 @@ class Journal:
         with self._transaction():
             for job, nodes, archive_path in items:
                 cursor = self._db.execute(
-                    _INSERT_INTENT,
-                    (
-                        job.job_id,
-                        json.dumps(list(nodes)),
-                        archive_path,
-                        tick,
-                        job_to_json(job),
-                        stamp,
-                        stamp,
-                    ),
+                    _INSERT_INTENT, _intent_row(job, nodes, archive_path, tick, stamp)
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids

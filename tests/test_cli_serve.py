@@ -27,7 +27,13 @@ from optialloc.runners.process import read_pid, wrapper_alive
 from optialloc.teuthology import dump_body
 
 
-def _setup(tmp_path: Path, jobs: int = 0, duration: str = "0.1", **values: object) -> Path:
+def _setup(
+    tmp_path: Path,
+    jobs: int = 0,
+    duration: str = "0.1",
+    body_extra: dict[str, object] | None = None,
+    **values: object,
+) -> Path:
     state = tmp_path / "state"
     state.mkdir()
     config = {
@@ -48,6 +54,7 @@ def _setup(tmp_path: Path, jobs: int = 0, duration: str = "0.1", **values: objec
             "priority": 100,
             "roles": [["osd.0"]],
             "duration": duration,
+            **(body_extra or {}),
         }
         queue.put("smithi", dump_body(body), 100)
     queue.close()
@@ -237,21 +244,8 @@ def test_exit_on_empty_queue_is_not_held_up_by_a_job_that_can_never_run(tmp_path
 def test_serve_learns_runtimes_and_plan_dry_run_reads_them(tmp_path: Path) -> None:
     # Two passed runs of one description (10.5 s each, over runtimes.MIN_RUNTIME_S):
     # serve keeps their estimate in state_dir, and the live dry-run snapshot carries it.
-    config = _setup(tmp_path)
-    queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
     description = "rados/basic/{clusters/fixed-1 tasks/radosbench}"
-    for _ in range(2):
-        body = {
-            "name": "run",
-            "owner": "o",
-            "machine_type": "smithi",
-            "priority": 100,
-            "roles": [["osd.0"]],
-            "duration": "10.5",
-            "description": description,
-        }
-        queue.put("smithi", dump_body(body), 100)
-    queue.close()
+    config = _setup(tmp_path, jobs=2, duration="10.5", body_extra={"description": description})
     served = _run(config, "serve", "--exit-on-empty-queue")
     assert served.returncode == 0, served.stderr[-3000:]
     from optialloc.runtimes import RuntimeHistory
