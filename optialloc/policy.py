@@ -406,6 +406,7 @@ def estimate_bucket(seconds: float) -> float:
     solve time at Sepia scale: 123 ms instead of 97 ms with estimates on every job.)"""
     return float(4.0 ** round(math.log(max(seconds, 1.0), 4)))
 
+
 def runtime_factor(estimate_s: float | None, policy: Policy) -> float:
     """Weight multiplier for a job's runtime estimate (1 without one, or when off)."""
     if estimate_s is None or policy.weights.runtime_exponent == 0:

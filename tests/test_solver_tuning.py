@@ -78,9 +78,7 @@ def test_threshold_scales_with_priority_and_has_a_floor() -> None:
     linear = policy(reservations={"after_hours": 36.0, "priority_scaled": True})
     assert holds_of(solve(snap, linear)) == {}
     assert validate_plan(snap, steeper, solve(snap, steeper)) == []
-    assert any(
-        "has no reservation" in v for v in validate_plan(snap, linear, solve(snap, steeper))
-    )
+    assert any("has no reservation" in v for v in validate_plan(snap, linear, solve(snap, steeper)))
 
 
 def test_a_pr_job_is_reserved_after_hours_a_nightly_after_a_day() -> None:
