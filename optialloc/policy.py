@@ -513,6 +513,13 @@ def runtime_estimate_s(job: Job, learned: Mapping[str, float] | None = None) -> 
     return None
 
 
+def dispatch_priority(eff_priority: float, estimate_s: float | None, policy: Policy) -> float:
+    """The priority a job is listed by: its effective priority divided by its runtime
+    factor (so a job that weighs 4x for being short ranks like one 4x as urgent)."""
+    return eff_priority / runtime_factor(estimate_s, policy)
+
+
 def dispatch_key(job: Job, eff_priority: float) -> tuple[float, int, datetime, str]:
-    """Dispatch order: most urgent effective priority, then fewer nodes, then oldest, then id."""
+    """Dispatch order: most urgent first (pass `dispatch_priority`, or the effective
+    priority when estimates play no part), then fewer nodes, then oldest, then id."""
     return (eff_priority, job.nodes_needed, job.queued_at, job.job_id)

@@ -28,6 +28,7 @@ from optialloc.domain import Job, Node, Plan, Snapshot, WaitReason
 from optialloc.policy import (
     Policy,
     dispatch_key,
+    dispatch_priority,
     effective_priority_at_fn,
     effective_priority_fn,
     job_weight_fn,
@@ -183,7 +184,14 @@ class _Check:
             effective = effective_priority_fn(taken_at, self.p, self.s.usage)
             # Within a profile the oldest job (then lowest id) comes first in dispatch order.
             heads = (min(p.members, key=lambda j: (j.queued_at, j.job_id)) for p in self.candidates)
-            head = min(heads, key=lambda j: dispatch_key(j, effective(j)))
+            learned = self.s.runtime_estimates
+            head = min(
+                heads,
+                key=lambda j: dispatch_key(
+                    j,
+                    dispatch_priority(effective(j), runtime_estimate_s(j, learned), self.p),
+                ),
+            )
             if head.job_id not in chosen:
                 chosen.append(head.job_id)
         return chosen

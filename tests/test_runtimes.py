@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from solver_support import T0, job, nodes
 
-from optialloc.domain import Snapshot
+from optialloc.domain import RunningJob, Snapshot
 from optialloc.errors import BackendUnavailable, PolicyError
 from optialloc.policy import (
     estimate_bucket,
@@ -228,3 +228,20 @@ def test_the_dispatcher_learns_estimates_from_the_jobs_it_runs() -> None:
         ]
         assert min(ran) - 60 <= estimate <= max(ran) + 60
         assert scheduler.dispatcher.runtimes.runs(description) == len(ran)
+
+
+def test_positions_list_shorter_jobs_first_as_the_objective_does() -> None:
+    # No free node: nothing starts, and the queue lists the short job first although
+    # the long one is older (both at priority 100); without estimates, the older first.
+    lab = nodes("smithi", 1)
+    running = (RunningJob(job("r", 1, owner="x"), (lab[0].name,), T0),)
+    queue = (
+        job("long", 1, description=DESC_A, waited_h=2.0),
+        job("short", 1, description=DESC_B, waited_h=1.0),
+    )
+    learned = {DESC_A: 4 * 3600.0, DESC_B: 600.0}
+    snap = Snapshot(T0, tuple(lab), queue, running, runtime_estimates=learned)
+    plan = solve(snap, runtime_policy())
+    assert [w.job_id for w in sorted(plan.waiting, key=lambda w: w.position)] == ["short", "long"]
+    blind = solve(replace(snap, runtime_estimates={}), runtime_policy())
+    assert [w.job_id for w in sorted(blind.waiting, key=lambda w: w.position)] == ["long", "short"]

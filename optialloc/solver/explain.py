@@ -178,7 +178,7 @@ class Explainer:
         ]
         skip = started | set(self.res.order)
         # Groups in order first, so the final sort meets long sorted runs (timsort).
-        groups = sorted(lab.groups, key=lambda g: (g.eff, g.job.nodes_needed, -g.oldest))
+        groups = sorted(lab.groups, key=lambda g: (g.rank, g.job.nodes_needed, -g.oldest))
         rest = [i for g in groups for i in g.members if i not in skip]
         rest.sort(key=lab.order_keys.__getitem__)
         for group in lab.groups:

@@ -59,9 +59,9 @@ def reserved_jobs(lab: LabView) -> list[int]:
         starved = [i for g in old for i in g.members if waited[i] >= threshold]
         chosen = heapq.nsmallest(limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id))
     if settings.head_of_queue and len(chosen) < limit and eligible:
-        best = min(eligible, key=lambda g: (g.eff, g.job.nodes_needed, -g.oldest))
-        top = (best.eff, best.job.nodes_needed)
-        ties = [g for g in eligible if (g.eff, g.job.nodes_needed) == top]
+        best = min(eligible, key=lambda g: (g.rank, g.job.nodes_needed, -g.oldest))
+        top = (best.rank, best.job.nodes_needed)
+        ties = [g for g in eligible if (g.rank, g.job.nodes_needed) == top]
         head = min((i for g in ties for i in g.members), key=lab.order_key)
         if head not in chosen:
             chosen.append(head)
