@@ -183,21 +183,6 @@ def _update(
     return f"UPDATE dispatch SET {', '.join(cols)} WHERE id = ?", params
 
 
-def _intent_row(
-    job: Job, nodes: Sequence[str], archive_path: str, tick: int, stamp: str
-) -> tuple[object, ...]:
-    """The values of `_INSERT_INTENT` for one job."""
-    return (
-        job.job_id,
-        json.dumps(list(nodes)),
-        archive_path,
-        tick,
-        job_to_json(job),
-        stamp,
-        stamp,
-    )
-
-
 class Journal:
     """The SQLite journal at `path` (created if missing; ":memory:" for simulations).
 
@@ -227,10 +212,7 @@ class Journal:
         self, job: Job, nodes: Sequence[str], archive_path: str, tick: int, now: datetime
     ) -> int:
         """Record the decision to start `job` on `nodes`; returns the row id."""
-        cursor = self._db.execute(
-            _INSERT_INTENT, _intent_row(job, nodes, archive_path, tick, now.isoformat())
-        )
-        return int(cursor.lastrowid or 0)
+        return self.intents([(job, nodes, archive_path)], tick, now)[0]
 
     def intents(
         self,
@@ -248,7 +230,16 @@ class Journal:
         with self._transaction():
             for job, nodes, archive_path in items:
                 cursor = self._db.execute(
-                    _INSERT_INTENT, _intent_row(job, nodes, archive_path, tick, stamp)
+                    _INSERT_INTENT,
+                    (
+                        job.job_id,
+                        json.dumps(list(nodes)),
+                        archive_path,
+                        tick,
+                        job_to_json(job),
+                        stamp,
+                        stamp,
+                    ),
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from conftest import REPO
 
 from optialloc.adapters.embedded_inventory import EmbeddedInventory
 from optialloc.adapters.embedded_queue import EmbeddedQueue
@@ -198,3 +201,14 @@ def serve_cmd(config: Path) -> list[str]:
         "serve",
         "--exit-on-empty-queue",
     ]
+
+
+def run_serve(config: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `serve_cmd(config)` to its end (output captured); `crash_at` sets
+    OPTIALLOC_CRASH_AT (`<step>[:<n>]`), otherwise it is cleared."""
+    env = env_without_crash()
+    if crash_at is not None:
+        env["OPTIALLOC_CRASH_AT"] = crash_at
+    return subprocess.run(
+        serve_cmd(config), capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )

@@ -9,7 +9,6 @@ Crash points are injected with `OPTIALLOC_CRASH_AT=<step>:<n>` (see
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from serve_support import (
     env_without_crash,
     read_records,
     record_command,
+    run_serve,
     serve_cmd,
 )
 
@@ -66,14 +66,7 @@ def setup_lab(tmp_path: Path, jobs: int, seed: int = 0) -> tuple[Path, int]:
 
 
 def finish_and_check(tmp_path: Path, config: Path, expected: int) -> None:
-    proc = subprocess.run(
-        serve_cmd(config),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=env_without_crash(),
-    )
+    proc = run_serve(config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_records(tmp_path / "records.txt")
     ids = sorted(r[0] for r in records)
@@ -98,10 +91,7 @@ def test_kill_at_each_commit_step_then_restart_loses_nothing_and_runs_nothing_tw
     tmp_path: Path, step: str
 ) -> None:
     config, expected = setup_lab(tmp_path, 8)
-    env = dict(os.environ, OPTIALLOC_CRASH_AT=f"{step}:2")
-    crashed = subprocess.run(
-        serve_cmd(config), capture_output=True, text=True, timeout=120, cwd=REPO, env=env
-    )
+    crashed = run_serve(config, crash_at=f"{step}:2")
     assert crashed.returncode == -signal.SIGKILL, (step, crashed.returncode, crashed.stderr[-2000:])
     assert f"crash point {step} reached" in crashed.stderr
     finish_and_check(tmp_path, config, expected)
@@ -157,10 +147,7 @@ def test_kill_in_the_middle_of_a_batch_of_starts_then_restart(
     tmp_path: Path, crash_at: str, rows_in: str, locks_held: int
 ) -> None:
     config = setup_one_node_jobs(tmp_path, 10)
-    env = dict(os.environ, OPTIALLOC_CRASH_AT=crash_at)
-    crashed = subprocess.run(
-        serve_cmd(config), capture_output=True, text=True, timeout=120, cwd=REPO, env=env
-    )
+    crashed = run_serve(config, crash_at=crash_at)
     assert crashed.returncode == -signal.SIGKILL, (crashed.returncode, crashed.stderr[-2000:])
     state = tmp_path / "state"
     # What the crash left: one tick's batch of 8 starts, all in the same journal state.

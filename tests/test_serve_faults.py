@@ -25,7 +25,7 @@ from serve_support import (
     env_without_crash,
     read_records,
     record_command,
-    serve_cmd,
+    run_serve,
     wait_for,
 )
 
@@ -159,14 +159,7 @@ def test_runner_command_missing_or_exiting_at_once(tmp_path: Path) -> None:
         for i, prog in enumerate(("no-such-program-xyz", "false", "true"))
     }
     queue.close()
-    proc = subprocess.run(
-        serve_cmd(config),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=env_without_crash(),
-    )
+    proc = run_serve(config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
     buried = {b.job_id: b.reason for b in queue.buried()}
