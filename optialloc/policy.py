@@ -31,7 +31,6 @@ from typing import Any
 
 import yaml
 
-from optialloc.domain import ESTIMATE_KEY as ESTIMATE_KEY  # re-exported
 from optialloc.domain import Job
 from optialloc.errors import PolicyError
 

@@ -21,9 +21,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from optialloc.domain import Node
+from optialloc.domain import ESTIMATE_KEY, Node
 from optialloc.errors import InputError, JobParseError
-from optialloc.policy import ESTIMATE_KEY
 from optialloc.sim.model import DEFAULT_ORIGIN, JobRecord, SimJob
 from optialloc.teuthology import parse_job
 
