@@ -188,15 +188,12 @@ def _lock(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
         except BackendUnavailable as exc:
             d.backend_down = True
             for a in attempts:
-                # unlock too: a lock that timed out may have been taken on the server
-                reason = f"lock refused for {','.join(a.names)}: {exc}"
-                _fail(d, a, reason, node_action="unlock", disposition="release")
+                _lock_refused(d, a, exc)
             return []
         live = []
         for a, result in zip(attempts, results, strict=True):
             if isinstance(result, OptiallocError):
-                reason = f"lock refused for {','.join(a.names)}: {result}"
-                _fail(d, a, reason, node_action="unlock", disposition="release")
+                _lock_refused(d, a, result)
                 continue
             crash_point("lock")
             _took(a, result)
@@ -207,9 +204,7 @@ def _lock(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
         try:
             locked = d.inventory.lock(a.names, a.archive_path)
         except OptiallocError as exc:
-            # unlock too: a lock call that timed out may have succeeded on the server
-            reason = f"lock refused for {','.join(a.names)}: {exc}"
-            _fail(d, a, reason, node_action="unlock", disposition="release")
+            _lock_refused(d, a, exc)
             if isinstance(exc, BackendUnavailable):
                 d.backend_down = True
                 _defer(d, attempts[i + 1 :], f"lock server unavailable: {exc}", claimed=True)
@@ -219,6 +214,12 @@ def _lock(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
         _took(a, locked)
         live.append(a)
     return live
+
+
+def _lock_refused(d: Dispatcher, a: _Attempt, exc: OptiallocError) -> None:
+    # unlock too: a lock call that timed out may have succeeded on the server
+    reason = f"lock refused for {','.join(a.names)}: {exc}"
+    _fail(d, a, reason, node_action="unlock", disposition="release")
 
 
 def _took(a: _Attempt, locked: Sequence[Node]) -> None:
