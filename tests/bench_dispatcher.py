@@ -23,9 +23,7 @@ import argparse
 import logging
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import beanstalkc
 import yaml
+from bench_queue import start_beanstalkd  # one way to start it for every benchmark
 
 from optialloc.adapters.embedded_inventory import EmbeddedInventory
 from optialloc.adapters.queues import open_queue
@@ -46,26 +45,6 @@ from optialloc.runners import CommandRunner
 from optialloc.teuthology import dump_body
 
 TYPES = (("smithi", 600), ("mira", 250), ("gibba", 150))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_beanstalkd(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    binlog = tmp / "binlog"
-    binlog.mkdir()
-    proc = subprocess.Popen(["beanstalkd", "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("beanstalkd did not start")
 
 
 def lab() -> list[Node]:
