@@ -155,6 +155,29 @@ def _running_node_names(reader: FieldReader, raw: list[Any]) -> dict[str, str]:
     return held
 
 
+def _amounts(
+    reader: FieldReader,
+    top: Mapping[str, Any],
+    key: str,
+    problem: str,
+    unit: str,
+    *,
+    positive: bool = False,
+) -> dict[str, float]:
+    """The optional top-level mapping `key` of name: number (>= 0, or > 0 if `positive`)."""
+    raw = top.get(key) or {}
+    if not isinstance(raw, Mapping):
+        raise reader.fail(key, problem)
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        bad = isinstance(value, bool) or not isinstance(value, int | float)
+        if bad or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise reader.fail(f"{key}.{name}", f"expected {unit} {bound}, got {value!r}")
+        out[str(name)] = float(value)
+    return out
+
+
 def _body_of(reader: FieldReader, entry: Mapping[str, Any], path: str) -> Any:
     if "body" not in entry or entry["body"] is None:
         raise reader.fail(
@@ -276,25 +299,17 @@ def snapshot_document_from_mapping(data: Any, source: str = "snapshot") -> Snaps
             raise reader.fail(f"paused_tubes[{index}]", f"expected a tube name, got {tube!r}")
         paused.add(tube)
 
-    usage: dict[str, float] = {}
-    raw_usage = top.get("usage") or {}
-    if not isinstance(raw_usage, Mapping):
-        raise reader.fail("usage", "expected a mapping of owner: node-seconds used")
-    for owner, used in raw_usage.items():
-        if isinstance(used, bool) or not isinstance(used, int | float) or used < 0:
-            raise reader.fail(f"usage.{owner}", f"expected node-seconds >= 0, got {used!r}")
-        usage[str(owner)] = float(used)
-
-    estimates: dict[str, float] = {}
-    raw_estimates = top.get("runtime_estimates") or {}
-    if not isinstance(raw_estimates, Mapping):
-        raise reader.fail("runtime_estimates", "expected a mapping of job description: seconds")
-    for description, seconds in raw_estimates.items():
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-            raise reader.fail(
-                f"runtime_estimates.{description}", f"expected seconds > 0, got {seconds!r}"
-            )
-        estimates[str(description)] = float(seconds)
+    usage = _amounts(
+        reader, top, "usage", "expected a mapping of owner: node-seconds used", "node-seconds"
+    )
+    estimates = _amounts(
+        reader,
+        top,
+        "runtime_estimates",
+        "expected a mapping of job description: seconds",
+        "seconds",
+        positive=True,
+    )
 
     snapshot = Snapshot(
         taken_at=taken_at,
