@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 _JOB_ID = attrgetter("job_id")
 _REASON = attrgetter("reason")
 
-SolveFn = Callable[[Snapshot, Policy], Plan]
+#: `solve(snapshot, policy, explain=...)`: `optialloc.solver.solve` or a stand-in.
+SolveFn = Callable[..., Plan]
 ValidateFn = Callable[[Snapshot, Policy, Plan], list[str]]
 #: At most this many waiting-reason changes are logged one by one per tick.
 MAX_REASON_LINES = 20
@@ -65,7 +66,12 @@ class DispatcherSettings:
     validate: bool = True
     launch_timeout_s: float = 10.0  # how long a launch may take before it is presumed dead
     report_results: bool = True  # False for teuthology: the supervisor reports pass/fail
-    positions_every_s: float = 5.0  # how stale the stored queue positions may get (big queues)
+    # With more than `explain_always_below` queued jobs, waiting jobs' positions and
+    # reasons are worked out (and stored) at most every `positions_every_s`: the
+    # other ticks solve for decisions only (a third of the solve, and the
+    # validator's per-job coverage check, at 20,000 queued).
+    positions_every_s: float = 5.0
+    explain_always_below: int = 1000
     journal_days: int = 30  # settled dispatch attempts are kept this long
 
 
@@ -101,10 +107,10 @@ class _Tracked:
     kill_sent_at: datetime | None = None
 
 
-def _default_solve(snapshot: Snapshot, policy: Policy) -> Plan:
+def _default_solve(snapshot: Snapshot, policy: Policy, *, explain: bool = True) -> Plan:
     from optialloc.solver import solve
 
-    return solve(snapshot, policy)
+    return solve(snapshot, policy, explain=explain)
 
 
 def _default_validate(snapshot: Snapshot, policy: Policy, plan: Plan) -> list[str]:
@@ -309,8 +315,18 @@ class Dispatcher:
                     tracked.kill_reason,
                 )
 
+    def _explain_due(self, snapshot: Snapshot) -> bool:
+        """Whether this tick works out every waiting job's position and reason."""
+        if len(snapshot.queue) <= self.settings.explain_always_below:
+            return True
+        return (
+            self._positions_at is None
+            or (snapshot.taken_at - self._positions_at).total_seconds()
+            >= self.settings.positions_every_s
+        )
+
     def _plan_and_commit(self, tick: int, snapshot: Snapshot, report: TickReport) -> None:
-        plan = self._solve(snapshot, self.policy)
+        plan = self._solve(snapshot, self.policy, explain=self._explain_due(snapshot))
         report.plan = plan
         report.solver_s = plan.solver.wall_s
         if self.settings.validate:
@@ -323,7 +339,8 @@ class Dispatcher:
                     "tick %d: plan rejected, nothing starts: %s", tick, "; ".join(violations[:5])
                 )
                 return
-        self._record_waiting(tick, plan)
+        if plan.explained:
+            self._record_waiting(tick, plan)
         pending = dict(zip(map(_JOB_ID, snapshot.queue), snapshot.queue, strict=True))
         nodes = {node.name: node for node in snapshot.nodes}
         # counting every queued job's run is only needed to guard a last_in_suite start
@@ -425,17 +442,13 @@ class Dispatcher:
                 ", ".join(f"{k}: {v}" for k, v in counts.most_common()),
             )
         self._reasons = reasons
-        # Writing 20,000 positions costs ~100 ms: keep them at most
-        # `positions_every_s` old instead of rewriting them every tick.
-        due = self._positions_at is None or (
-            (plan.taken_at - self._positions_at).total_seconds() >= self.settings.positions_every_s
+        # Only explained plans come here (`_explain_due`): at most every
+        # `positions_every_s` with a big queue, so the positions are stored each time.
+        self._positions_at = plan.taken_at
+        self.journal.record_plan(
+            plan.taken_at,
+            ((w.job_id, w.position, w.reason.value, w.detail) for w in plan.waiting),
         )
-        if due or len(plan.waiting) <= 1000:
-            self._positions_at = plan.taken_at
-            self.journal.record_plan(
-                plan.taken_at,
-                ((w.job_id, w.position, w.reason.value, w.detail) for w in plan.waiting),
-            )
 
 
 def _busy_runs(snapshot: Snapshot) -> Counter[str]:

@@ -199,10 +199,16 @@ class SolverStats:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one tick decided: starts, holds, and a reason for every waiting job."""
+    """What one tick decided: starts, holds, and a reason for every waiting job.
+
+    `explained` False: the solve was asked for decisions only (`solve(...,
+    explain=False)`), so `waiting` is empty although jobs wait; positions and
+    reasons are then those of the last explained plan.
+    """
 
     taken_at: datetime
     starts: tuple[Start, ...]
     held: tuple[Hold, ...]
     waiting: tuple[Waiting, ...]
     solver: SolverStats
+    explained: bool = True

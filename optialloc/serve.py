@@ -179,8 +179,10 @@ class Server:
         if report.pending == 0:
             return True
         plan = report.plan
+        # An unexplained plan says nothing about why jobs wait: decide on an explained one.
         return (
             plan is not None
+            and plan.explained
             and not plan.starts
             and all(w.reason == WaitReason.INVALID for w in plan.waiting)
         )

@@ -9,7 +9,9 @@ by its runtime estimate before the reservation's shadow time, with
 `reservations.backfill`; see `optialloc.backfill_check`), fairness caps (with
 `peers_only`, only against equally or more urgent rivals) and the objective.
 Only the weight definition (`optialloc.policy.job_weight`) is shared with the
-solver, because it *is* the definition.
+solver, because it *is* the definition, and the grouping of the queue by
+profile (`optialloc.queue_profiles`: a dict of lists, computed once per
+snapshot for both).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from optialloc.policy import (
     reservation_threshold_s,
     runtime_estimate_s,
 )
+from optialloc.queue_profiles import profile_groups
 
 _QUEUED_AT = attrgetter("queued_at")
 _JOB_ID = attrgetter("job_id")
@@ -64,25 +67,9 @@ def _can_ever_run(job: Job, snapshot: Snapshot, policy: Policy) -> bool:
     )
 
 
-#: Everything validity, eligibility, fairness and reservations read from a job but
-#: its id and age: the queue is checked once per distinct profile (a suite run
-#: of 500 jobs has a handful), not once per job.
-_PROFILE = attrgetter(
-    "owner",
-    "run",
-    "machine_types",
-    "nodes_needed",
-    "priority",
-    "os_type",
-    "os_version",
-    "arch",
-    "tube",
-    "last_in_suite",
-)
-
-
 class _Profile:
-    """Queued jobs sharing a `_PROFILE`: a representative, the members, the oldest."""
+    """Queued jobs sharing a profile (`optialloc.queue_profiles`): a representative,
+    the members, the oldest."""
 
     __slots__ = ("eligible", "job", "members", "oldest", "valid")
 
@@ -101,14 +88,14 @@ class _Check:
         self.jobs = dict(zip(map(_JOB_ID, snapshot.queue), snapshot.queue, strict=True))
         self.nodes = {n.name: n for n in snapshot.nodes}
         self.busy = {name for rj in snapshot.running for name in rj.nodes}
-        by_profile: dict[tuple[object, ...], list[Job]] = {}
-        for j, key in zip(snapshot.queue, map(_PROFILE, snapshot.queue), strict=True):
-            members = by_profile.get(key)
-            if members is None:
-                by_profile[key] = [j]
-            else:
-                members.append(j)
-        profiles = {key: _Profile(members) for key, members in by_profile.items()}
+        # Validity, eligibility, fairness and reservations read nothing of a job
+        # but its profile (and age): the queue is checked once per profile.
+        queue = snapshot.queue
+        grouped = profile_groups(queue)
+        profiles = {
+            key: _Profile(list(map(queue.__getitem__, members)))
+            for key, members in zip(grouped.keys, grouped.members, strict=True)
+        }
         pending: Counter[str] = Counter()
         for profile in profiles.values():
             if not profile.job.last_in_suite:
@@ -133,6 +120,10 @@ class _Check:
         # Eligible profiles that need nodes: what fairness and reservations look at.
         self.candidates = [p for p in profiles.values() if p.eligible and p.job.nodes_needed > 0]
         self.started = {s.job_id: s for s in plan.starts}
+        #: nodes per type counted for fairness shares: free or used by a running job
+        self.share_base = Counter(
+            n.machine_type for n in snapshot.nodes if n.free or n.name in self.busy
+        )
         self.reserved = self._reserved()
 
     def _reserved(self) -> list[str]:
@@ -207,6 +198,9 @@ class _Check:
         return self.out
 
     def coverage(self) -> None:
+        if not self.plan.explained:
+            self._starts_once()
+            return
         waiting = self.plan.waiting
         waiting_list = [w.job_id for w in waiting]
         listed = [s.job_id for s in self.plan.starts] + waiting_list
@@ -239,6 +233,16 @@ class _Check:
                     f"job {jid}: reason {reason_of[jid].value} but the job is "
                     f"{'valid' if valid else 'invalid'} for this lab"
                 )
+
+    def _starts_once(self) -> None:
+        """An unexplained plan (no `waiting`): each start is a queued job, listed once."""
+        if self.plan.waiting:
+            self.out.append("plan says it is not explained but lists waiting jobs")
+        for jid, count in Counter(s.job_id for s in self.plan.starts).items():
+            if jid not in self.jobs:
+                self.out.append(f"job {jid}: in the plan but not in the snapshot's queue")
+            elif count > 1:
+                self.out.append(f"job {jid}: appears {count} times in starts (must be once)")
 
     def starts(self) -> None:
         for start in self.plan.starts:
@@ -413,14 +417,7 @@ class _Check:
         def who(j: Job) -> str:
             return j.owner if dimension == "owner" else j.run
 
-        base = Counter(n.machine_type for n in self.s.nodes if n.free or n.name in self.busy)
-        waiting_types: dict[str, set[str]] = defaultdict(set)
-        largest: dict[tuple[str, str], int] = defaultdict(int)
-        for profile in self.candidates:
-            name = who(profile.job)
-            for t in profile.job.machine_types:
-                waiting_types[t].add(name)
-                largest[(name, t)] = max(largest[(name, t)], profile.job.nodes_needed)
+        base = self.share_base
         used: Counter[tuple[str, str]] = Counter()
         for rj in self.s.running:
             for name in rj.nodes:
@@ -435,8 +432,20 @@ class _Check:
             used[key] += len(start.nodes)
             if start.job_id not in self.reserved:
                 new[key] += len(start.nodes)
+        # A cap is never below its share of the type, so only names over that can
+        # break one; most plans have none, and then the waiting rivals need no look.
+        over = [k for k in sorted(new) if used[k] > math.ceil(share * base[k[1]] - 1e-9)]
+        if not over:
+            return
+        waiting_types: dict[str, set[str]] = defaultdict(set)
+        largest: dict[tuple[str, str], int] = defaultdict(int)
+        for profile in self.candidates:
+            name = who(profile.job)
+            for t in profile.job.machine_types:
+                waiting_types[t].add(name)
+                largest[(name, t)] = max(largest[(name, t)], profile.job.nodes_needed)
         best = self._best_priority(who) if self.p.fairness.peers_only else {}
-        for key in sorted(new):
+        for key in over:
             name, machine_type = key
             rivals = waiting_types[machine_type] - {name}
             if best:

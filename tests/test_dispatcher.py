@@ -195,7 +195,7 @@ def _dispatcher(
     journal = Journal(":memory:")
     calls = {"solve": 0}
 
-    def solve(snapshot, policy):  # type: ignore[no-untyped-def]
+    def solve(snapshot, policy, explain=True):  # type: ignore[no-untyped-def]
         calls["solve"] += 1
         return plan if plan is not None and calls["solve"] == 1 else _plan()
 
@@ -353,7 +353,7 @@ def test_waiting_reasons_are_logged_only_when_they_change(caplog: pytest.LogCapt
     waiting = (Waiting("1", 1, WaitReason.NOT_ENOUGH_NODES, "needs 9 smithi, 4 free"),)
     plan = replace(_plan(), waiting=waiting)
     d, *_ = _dispatcher([_job("1", 9)])
-    d._solve = lambda s, p: plan
+    d._solve = lambda s, p, explain=True: plan
     with caplog.at_level(logging.INFO, logger="optialloc.dispatcher"):
         d.tick()
         d.tick()
@@ -389,3 +389,47 @@ def test_archive_path_follows_teuthology_and_never_leaves_the_base() -> None:
     )
     assert archive_path_for("/arch", _job("7", run="../../etc")) == "/arch/.._.._etc/7"
     assert archive_path_for("/arch", _job("7", run="")) == "/arch/unnamed-run/7"
+
+
+def test_big_queue_is_explained_every_positions_every_s_and_decided_every_tick() -> None:
+    """Above `explain_always_below` queued jobs, positions and reasons are worked out and
+    stored at most every `positions_every_s`; starts are decided on every tick."""
+    from optialloc.solver import solve as real_solve
+
+    jobs = [_job(str(k)) for k in range(12)]
+    d, _queue, _inventory, runner = _dispatcher(
+        jobs, nodes=4, explain_always_below=5, positions_every_s=5.0
+    )
+    d._solve = real_solve
+    d._validate = _real_validate
+    clock = d.clock
+    assert isinstance(clock, FakeClock)
+
+    first = d.tick()
+    assert first.plan is not None and first.plan.explained and len(first.started) == 4
+    stored = d.journal.positions()
+    assert len(stored) == 8 and {pos for pos, _, _ in stored.values()} == set(range(1, 9))
+
+    runner.end(first.started[0], 0)  # a node frees up: the next tick starts a job
+    clock.sleep(1)
+    second = d.tick()
+    assert second.plan is not None and not second.plan.explained and second.plan.waiting == ()
+    assert len(second.started) == 1 and second.rejected == []
+    assert d.journal.positions() == stored  # last explained plan's, at most 5 s old
+
+    clock.sleep(5)
+    third = d.tick()
+    assert third.plan is not None and third.plan.explained
+    assert len(d.journal.positions()) == 7  # one more job started since
+
+    small, *_ = _dispatcher(jobs[:5], nodes=4, explain_always_below=5, positions_every_s=5.0)
+    small._solve = real_solve
+    small._validate = _real_validate
+    assert small.tick().plan.explained  # type: ignore[union-attr]
+    assert small.tick().plan.explained  # type: ignore[union-attr]  # small queue: every tick
+
+
+def _real_validate(snapshot, policy, plan):  # type: ignore[no-untyped-def]
+    from optialloc.validator import validate_plan
+
+    return list(validate_plan(snapshot, policy, plan))

@@ -157,6 +157,16 @@ def test_every_plan_validates(
     assert plan.solver.status in ("OPTIMAL", "TRIVIAL")
     assert len(plan.starts) + len(plan.waiting) == len(queue)
     assert sorted(w.position for w in plan.waiting) == list(range(1, len(plan.waiting) + 1))
+    # Decisions only (what serve does between explained ticks): the same decisions.
+    bare = solve(snap, policy, explain=False)
+    assert (bare.starts, bare.held, bare.waiting, bare.explained) == (
+        plan.starts,
+        plan.held,
+        (),
+        False,
+    )
+    assert bare.solver.objective == plan.solver.objective
+    assert validate_plan(snap, policy, bare) == []
 
 
 def brute_force_best(snap: Snapshot, policy: Policy) -> float:

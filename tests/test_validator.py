@@ -126,6 +126,25 @@ def test_job_both_started_and_waiting_missing_or_unknown() -> None:
     check(snap, gaps, "waiting positions are not 1..2")
 
 
+def test_unexplained_plan_checks_its_starts_but_not_the_waiting() -> None:
+    """A decisions-only plan (`explain=False`) lists no waiting job; its starts are checked."""
+    snap = snapshot(LAB, [job(1, 1), job(2, 1), job(3, 4)], running=RUNNING)
+    bare = solve(snap, POLICY, explain=False)
+    assert not bare.explained and bare.waiting == () and bare.starts
+    assert validate_plan(snap, POLICY, bare) == []
+    twice = replace(make_plan(snap, [Start("1", ("smithi001",))] * 2), waiting=(), explained=False)
+    check(snap, twice, "job 1: appears 2 times in starts (must be once)")
+    ghost = replace(make_plan(snap, [Start("ghost", ("smithi002",))]), waiting=(), explained=False)
+    check(snap, ghost, "job ghost: in the plan but not in the snapshot's queue")
+    listed = replace(make_plan(snap, [Start("1", ("smithi001",))]), explained=False)
+    check(snap, listed, "plan says it is not explained but lists waiting jobs")
+    # everything else is checked as for an explained plan
+    over = replace(
+        make_plan(snap, [Start("1", ("smithi001", "smithi002"))]), waiting=(), explained=False
+    )
+    check(snap, over, "job 1: given 2 nodes but needs 1")
+
+
 def test_wrong_objective() -> None:
     snap = snapshot(LAB, [job(1, 1, priority=100)], running=RUNNING)
     plan = make_plan(snap, [Start("1", ("smithi001",))], objective=99.0)

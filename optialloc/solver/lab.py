@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import repeat
 from operator import attrgetter, neg
 from typing import Any
 
@@ -36,25 +35,12 @@ from optialloc.policy import (
     weight_bucket,
     weight_units,
 )
+from optialloc.queue_profiles import LAST_IN_SUITE_FIELD, RUN_FIELD, Profile, profile_groups
 
 PoolKey = tuple[str | None, ...]
 _QUEUED_AT = attrgetter("queued_at")
 _DESCRIPTION = attrgetter("description")
 _BODY_ESTIMATE = attrgetter("runtime_estimate_s")
-#: Everything a group shares but its aging step (read in C: it runs per queued job).
-_PROFILE = attrgetter(
-    "owner",
-    "run",
-    "priority",
-    "machine_types",
-    "os_type",
-    "os_version",
-    "arch",
-    "nodes_needed",
-    "tube",
-    "last_in_suite",
-)
-_RUN, _LAST_IN_SUITE = 1, 9
 #: The part of a job that decides which nodes fit it.
 CompatKey = tuple[tuple[str, ...], str | None, str | None, str | None]
 
@@ -193,8 +179,10 @@ def _scan(lab: LabView) -> None:
     """Group the queued jobs; state, priority and weight per group.
 
     This runs over every queued job each tick (20,000 at Sepia scale), so the
-    per-job work is a few passes done in C (`map`, `zip`, comprehensions) and
-    one grouping loop; everything else is per group.
+    per-job work is a few passes done in C (`map`, comprehensions) on top of
+    the queue's grouping by profile (`optialloc.queue_profiles`, shared with
+    the validator); a profile is split further only where its members differ
+    in aging step or estimate bucket, and everything else is per group.
     """
     snapshot, policy = lab.snapshot, lab.policy
     queue = snapshot.queue
@@ -202,40 +190,45 @@ def _scan(lab: LabView) -> None:
     shares = usage_shares(snapshot.usage) if policy.fairness.usage_penalty > 0 else {}
     waited_l = [(taken_at - q).total_seconds() for q in map(_QUEUED_AT, queue)]
     lab.waited[:] = waited_l
+    steps: list[int] | None = None
     if policy.aging.enabled:
         step_s = policy.aging.step_minutes * 60.0
-        steps: Iterable[int] = [int(w // step_s) if w > 0 else 0 for w in waited_l]
-    else:
-        steps = repeat(0)
+        steps = [int(w // step_s) if w > 0 else 0 for w in waited_l]
     buckets = _estimate_buckets(queue, policy, snapshot.runtime_estimates)
-    # A group: everything the solver reads of a job but its age and id, its aging
-    # step and, when jobs weigh by their runtime estimate, the estimate's bucket.
-    keys: Iterable[tuple[Any, ...]] = (
-        zip(map(_PROFILE, queue), steps, strict=False)  # steps may be repeat(0)
-        if buckets is None
-        else zip(map(_PROFILE, queue), steps, buckets, strict=False)
-    )
-    index_of: dict[tuple[Any, ...], int] = {}
-    member_lists: list[list[int]] = []
-    group_index: list[int] = []
-    for index, key in enumerate(keys):
-        g = index_of.get(key)
-        if g is None:
-            g = index_of[key] = len(member_lists)
-            member_lists.append([index])
-        else:
-            member_lists[g].append(index)
-        group_index.append(g)
+    profiles = profile_groups(queue)
+    # A group: a profile, its aging step and, when jobs weigh by their runtime
+    # estimate, the estimate's bucket. Most profiles are one suite's jobs queued
+    # together, so a set over the members (in C) shows there is nothing to split.
+    parts: list[tuple[Profile, list[int]]] = []
+    split = False
+    for profile, indexes in zip(profiles.keys, profiles.members, strict=True):
+        if (steps is None or len(set(map(steps.__getitem__, indexes))) == 1) and (
+            buckets is None or len(set(map(buckets.__getitem__, indexes))) == 1
+        ):
+            parts.append((profile, list(indexes)))
+            continue
+        split = True
+        by_key: dict[tuple[Any, ...], list[int]] = {}
+        for index in indexes:
+            key = (
+                steps[index] if steps is not None else 0,
+                buckets[index] if buckets is not None else None,
+            )
+            by_key.setdefault(key, []).append(index)
+        parts.extend((profile, sub) for sub in by_key.values())
+    if split:
+        # The order of first appearance in the queue, as without the profiles:
+        # ties between groups are broken the same way, tick after tick.
+        parts.sort(key=lambda part: part[1][0])
     # Runs with work left that is not a last_in_suite job: their last job waits.
     busy_runs: dict[str, int] = lab.busy_runs
-    for key, members in zip(index_of, member_lists, strict=True):
-        profile = key[0]
-        if not profile[_LAST_IN_SUITE]:
-            busy_runs[profile[_RUN]] = busy_runs.get(profile[_RUN], 0) + len(members)
+    for profile, same in zip(profiles.keys, profiles.members, strict=True):
+        if not profile[LAST_IN_SUITE_FIELD]:
+            busy_runs[profile[RUN_FIELD]] = busy_runs.get(profile[RUN_FIELD], 0) + len(same)
     for rj in snapshot.running:
         if not rj.job.last_in_suite:
             busy_runs[rj.job.run] = busy_runs.get(rj.job.run, 0) + 1
-    for members in member_lists:
+    for _profile, members in parts:
         first = members[0]
         # Members share the aging step (and estimate bucket), so the first one's wait
         # (and estimate) give the group's priority and weight.
@@ -244,7 +237,14 @@ def _scan(lab: LabView) -> None:
         group.members = members
         group.oldest = max(map(waited_l.__getitem__, members))
         lab.groups.append(group)
-    lab.group_of[:] = map(lab.groups.__getitem__, group_index)
+    if split:
+        group_of: list[Group | None] = [None] * len(queue)
+        for group in lab.groups:
+            for index in group.members:
+                group_of[index] = group
+        lab.group_of[:] = group_of  # type: ignore[assignment]  # every index is filled
+    else:
+        lab.group_of[:] = map(lab.groups.__getitem__, profiles.profile_of)
 
 
 def _estimate_buckets(
