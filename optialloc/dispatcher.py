@@ -38,6 +38,7 @@ from optialloc.journal import Journal
 from optialloc.monitor import lease_lost, time_limit
 from optialloc.policy import Policy
 from optialloc.ports import Clock, Inventory, JobQueue, LaunchHandle, Reporter, Runner
+from optialloc.queue_profiles import jobs_by_id
 from optialloc.reconcile import reconcile, retry_orphans
 from optialloc.runtimes import RuntimeHistory
 from optialloc.snapshotter import take_snapshot
@@ -341,7 +342,7 @@ class Dispatcher:
                 return
         if plan.explained:
             self._record_waiting(tick, plan)
-        pending = dict(zip(map(_JOB_ID, snapshot.queue), snapshot.queue, strict=True))
+        pending = jobs_by_id(snapshot.queue)  # the validator's index of this queue
         nodes = {node.name: node for node in snapshot.nodes}
         # counting every queued job's run is only needed to guard a last_in_suite start
         last = any(pending[s.job_id].last_in_suite for s in plan.starts if s.job_id in pending)

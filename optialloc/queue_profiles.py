@@ -1,4 +1,4 @@
-"""The queue grouped by scheduling profile, once per snapshot for the solver and the validator.
+"""The queue grouped by scheduling profile (and indexed by job id), once per snapshot.
 
 A job's *profile* is everything the solver and the validator read from it but
 its id, its age and its description: owner, run, priority, machine types,
@@ -10,15 +10,17 @@ validator group the same snapshot's queue one after the other, so the last
 answer is kept, keyed on the identity of the queue tuple (which the cache
 holds, so the identity cannot be reused by another tuple). Only the grouping
 is shared: every decision and every check on top of it stays the solver's or
-the validator's own.
+the validator's own. `jobs_by_id` is the same idea for the id index the
+validator and the dispatcher's commit both look jobs up in.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any
 
 from optialloc.domain import Job
@@ -36,6 +38,7 @@ PROFILE = attrgetter(
     "tube",
     "last_in_suite",
 )
+_JOB_ID = attrgetter("job_id")
 #: Positions of fields in a `PROFILE` tuple that callers read.
 RUN_FIELD, LAST_IN_SUITE_FIELD = 1, 9
 
@@ -58,6 +61,7 @@ class ProfileGroups:
 
 _lock = threading.Lock()
 _last: tuple[Sequence[Job], ProfileGroups] | None = None
+_last_index: tuple[Sequence[Job], Mapping[str, Job]] | None = None
 
 
 def profile_groups(queue: Sequence[Job]) -> ProfileGroups:
@@ -89,3 +93,16 @@ def profile_groups(queue: Sequence[Job]) -> ProfileGroups:
         with _lock:
             _last = (queue, groups)
     return groups
+
+
+def jobs_by_id(queue: Sequence[Job]) -> Mapping[str, Job]:
+    """`queue` by job id (read-only); asked again for the same tuple, the same mapping."""
+    global _last_index
+    last = _last_index
+    if last is not None and last[0] is queue:
+        return last[1]
+    index = MappingProxyType(dict(zip(map(_JOB_ID, queue), queue, strict=True)))
+    if type(queue) is tuple:
+        with _lock:
+            _last_index = (queue, index)
+    return index

@@ -20,7 +20,7 @@ import gc
 import heapq
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
 
@@ -38,14 +38,14 @@ from optialloc.policy import (
     reservation_threshold_s,
     runtime_estimate_s,
 )
-from optialloc.queue_profiles import profile_groups
+from optialloc.queue_profiles import jobs_by_id, profile_groups
 
 _QUEUED_AT = attrgetter("queued_at")
 _JOB_ID = attrgetter("job_id")
 
 
 def plan_objective(
-    snapshot: Snapshot, policy: Policy, plan: Plan, by_id: dict[str, Job] | None = None
+    snapshot: Snapshot, policy: Policy, plan: Plan, by_id: Mapping[str, Job] | None = None
 ) -> float:
     """Sum of the weights of the plan's started jobs, recomputed from the policy.
 
@@ -85,7 +85,7 @@ class _Check:
     def __init__(self, snapshot: Snapshot, policy: Policy, plan: Plan) -> None:
         self.s, self.p, self.plan = snapshot, policy, plan
         self.out: list[str] = []
-        self.jobs = dict(zip(map(_JOB_ID, snapshot.queue), snapshot.queue, strict=True))
+        self.jobs = jobs_by_id(snapshot.queue)
         self.nodes = {n.name: n for n in snapshot.nodes}
         self.busy = {name for rj in snapshot.running for name in rj.nodes}
         # Validity, eligibility, fairness and reservations read nothing of a job

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from solver_support import job, nodes, snapshot
 
 from optialloc.policy import default_policy, policy_from_mapping, weight_bucket
-from optialloc.queue_profiles import PROFILE, profile_groups
+from optialloc.queue_profiles import PROFILE, jobs_by_id, profile_groups
 from optialloc.solver.lab import build_lab
 
 
@@ -85,3 +86,14 @@ def test_solver_groups_split_profiles_by_aging_step_and_estimate(
     assert [g.members for g in lab.groups] == list(expected.values())
     for index, group in enumerate(lab.group_of):
         assert index in group.members
+
+
+def test_jobs_by_id_is_shared_for_one_tuple_and_read_only() -> None:
+    queue = tuple(job(k) for k in range(5))
+    index = jobs_by_id(queue)
+    assert jobs_by_id(queue) is index
+    assert list(index) == ["0", "1", "2", "3", "4"] and index["3"] is queue[3]
+    with pytest.raises(TypeError):
+        index["9"] = queue[0]  # type: ignore[index]
+    other = tuple(list(queue)[:2])
+    assert list(jobs_by_id(other)) == ["0", "1"]
