@@ -58,7 +58,7 @@ def estimate_in_body(body: Mapping[str, Any]) -> float | None:
     return float(value) if math.isfinite(value) and value > 0 else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """A queued teuthology job, parsed from its body (see `optialloc.teuthology`).
 

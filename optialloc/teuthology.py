@@ -10,6 +10,7 @@ no node, machine type = the tube the job was put in when the body has none).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -139,6 +140,33 @@ def _machine_types(body: Mapping[str, Any], tube: str) -> tuple[str, ...]:
     return types
 
 
+#: One tuple object per distinct machine-type list (see `_shared_types`).
+_TYPE_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_MAX_TYPE_LISTS = 10_000  # a lab has a handful; past this, stop sharing rather than grow
+
+
+def _shared(value: str | None) -> str | None:
+    """One string object for equal values of a scheduling field (see `_shared_types`)."""
+    return value if value is None else sys.intern(value)
+
+
+def _shared_types(types: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple object for equal machine-type lists.
+
+    The solver and the validator read every queued job's scheduling fields on
+    every tick (20,000 jobs at Sepia scale); with one object per distinct value
+    instead of one per job, those reads stay in the CPU caches (measured: a
+    fifth of a cold solve).
+    """
+    shared = _TYPE_LISTS.get(types)
+    if shared is not None:
+        return shared
+    shared = tuple(map(sys.intern, types))
+    if len(_TYPE_LISTS) < _MAX_TYPE_LISTS:
+        _TYPE_LISTS[shared] = shared
+    return shared
+
+
 def parse_timestamp(value: Any, field: str) -> datetime:
     """Parse an ISO-8601 or teuthology (`2026-11-20_20:00:03`) timestamp as UTC."""
     if isinstance(value, datetime):
@@ -194,16 +222,16 @@ def parse_job(
     run = _optional_str(mapping, "name") or ""
     return Job(
         job_id=str(job_id),
-        run=run,
-        owner=owner,
+        run=sys.intern(run),
+        owner=sys.intern(owner),
         priority=body_priority if priority is None else priority,
-        machine_types=machine_types,
+        machine_types=_shared_types(machine_types),
         nodes_needed=nodes_needed,
         queued_at=utc(queued_at),
-        tube=tube or tube_for(",".join(machine_types)),
-        os_type=_optional_str(mapping, "os_type"),
-        os_version=_optional_str(mapping, "os_version"),
-        arch=_optional_str(mapping, "arch"),
+        tube=sys.intern(tube or tube_for(",".join(machine_types))),
+        os_type=_shared(_optional_str(mapping, "os_type")),
+        os_version=_shared(_optional_str(mapping, "os_version")),
+        arch=_shared(_optional_str(mapping, "arch")),
         first_in_suite=_flag(mapping, "first_in_suite"),
         last_in_suite=_flag(mapping, "last_in_suite"),
         description=_optional_str(mapping, "description"),

@@ -10,8 +10,11 @@ once), the real solver and validator, a journal on disk.
    other users (20 free), so each tick starts a few jobs, as in steady state
    (measured once the background full parse of the ingested bodies is done).
    Figure: median and p95 wall time of a whole tick (watch, snapshot, solve,
-   validate, record positions, commit, launch), and the medians of its
-   solver, validator and commit (claim + lock + launch) phases.
+   validate, commit, launch), and the medians of its solver, validator and
+   commit (claim + lock + launch) phases; then, measured apart, the median
+   tick that also works out and stores every waiting job's position and
+   reason (with this many queued, the dispatcher does that at most every
+   `positions_every_s`, 5 s).
 
 Usage: python tests/bench_dispatcher.py [--runs 3] [--jobs 10000] [--queued 20000]
 Prints the median over the runs for each figure.
@@ -27,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import beanstalkc
@@ -122,9 +126,21 @@ def bench_launches(jobs: int, seed: int) -> float:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_ticks(
-    queued: int, seed: int, ticks: int = 30
-) -> tuple[float, float, float, float, float, int]:
+@dataclass
+class TickFigures:
+    """One tick-latency run: medians (p95) in seconds."""
+
+    median: float
+    p95: float
+    solver: float
+    validate: float
+    commit: float
+    launched: int
+    explained: int  # of the timed ticks, how many also worked out every waiting job
+    explaining: float  # median tick that works out every waiting job's position and reason
+
+
+def bench_ticks(queued: int, seed: int, ticks: int = 30, explaining_ticks: int = 5) -> TickFigures:
     tmp = Path(tempfile.mkdtemp(prefix="optialloc-bench-"))
     beanstalkd, port = start_beanstalkd(tmp)
     try:
@@ -136,7 +152,7 @@ def bench_ticks(
         validator = getattr(dispatcher.queue, "validator", None)
         if validator is not None:
             validator.wait(300)
-        walls, solver, validate, commit, launched = [], [], [], [], 0
+        walls, solver, validate, commit, launched, explained = [], [], [], [], 0, 0
         for _ in range(ticks):
             time.sleep(0.02)  # let the last tick's `true` jobs exit
             report = dispatcher.tick()
@@ -145,14 +161,26 @@ def bench_ticks(
             validate.append(report.validate_s)
             commit.append(report.commit_s)
             launched += len(report.started)
+            explained += bool(report.plan and report.plan.explained)
+        # The ticks that also work out positions and reasons (every positions_every_s
+        # with a queue this big): measured on their own, every tick explaining.
+        dispatcher.settings = replace(dispatcher.settings, positions_every_s=0.0)
+        explaining = []
+        for _ in range(explaining_ticks):
+            time.sleep(0.02)
+            report = dispatcher.tick()
+            assert report.plan is not None and report.plan.explained
+            explaining.append(report.tick_s)
         walls.sort()
-        return (
-            statistics.median(walls),
-            walls[int(0.95 * (len(walls) - 1))],
-            statistics.median(solver),
-            statistics.median(validate),
-            statistics.median(commit),
-            launched,
+        return TickFigures(
+            median=statistics.median(walls),
+            p95=walls[int(0.95 * (len(walls) - 1))],
+            solver=statistics.median(solver),
+            validate=statistics.median(validate),
+            commit=statistics.median(commit),
+            launched=launched,
+            explained=explained,
+            explaining=statistics.median(explaining),
         )
     finally:
         beanstalkd.kill()
@@ -177,26 +205,27 @@ def main() -> int:
         )
     if rates:
         print(f"launches: median {statistics.median(rates):.0f} launches/s over {args.runs} runs")
-    medians, p95s, solvers, validates, commits = [], [], [], [], []
+    runs = []
     for run in range(args.runs):
-        median, p95, solver, validate, commit, launched = bench_ticks(args.queued, seed=100 + run)
-        medians.append(median)
-        p95s.append(p95)
-        solvers.append(solver)
-        validates.append(validate)
-        commits.append(commit)
+        f = bench_ticks(args.queued, seed=100 + run)
+        runs.append(f)
         print(
-            f"run {run + 1}: tick median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-            f"solver median {solver * 1000:.0f} ms, validator {validate * 1000:.0f} ms, "
-            f"commit {commit * 1000:.0f} ms ({launched} jobs started in 30 ticks)"
+            f"run {run + 1}: tick median {f.median * 1000:.0f} ms, p95 {f.p95 * 1000:.0f} ms, "
+            f"solver median {f.solver * 1000:.0f} ms, validator {f.validate * 1000:.0f} ms, "
+            f"commit {f.commit * 1000:.0f} ms ({f.launched} jobs started in 30 ticks, "
+            f"{f.explained} of them explained); explaining tick {f.explaining * 1000:.0f} ms"
         )
+
+    def med(name: str) -> float:
+        return statistics.median(getattr(f, name) for f in runs) * 1000
+
     print(
         f"tick latency with {args.queued} queued: "
-        f"median {statistics.median(medians) * 1000:.0f} ms, "
-        f"p95 {statistics.median(p95s) * 1000:.0f} ms, "
-        f"solver {statistics.median(solvers) * 1000:.0f} ms, "
-        f"validator {statistics.median(validates) * 1000:.0f} ms, "
-        f"commit {statistics.median(commits) * 1000:.0f} ms (medians over {args.runs} runs)"
+        f"median {med('median'):.0f} ms, p95 {med('p95'):.0f} ms, "
+        f"solver {med('solver'):.0f} ms, validator {med('validate'):.0f} ms, "
+        f"commit {med('commit'):.0f} ms; a tick that also works out every waiting job's "
+        f"position and reason (every {DispatcherSettings().positions_every_s:.0f} s): "
+        f"{med('explaining'):.0f} ms (medians over {args.runs} runs)"
     )
     return 0
 

@@ -125,3 +125,21 @@ def test_split_and_tube_helpers() -> None:
     assert split_machine_types(" smithi ,mira,,smithi ") == ("smithi", "mira")
     assert tube_for("smithi") == "smithi"
     assert tube_for("smithi,mira") == MULTI_TUBE
+
+
+def test_equal_scheduling_fields_share_one_object() -> None:
+    """Jobs of one suite share their field objects: the per-tick passes over 20,000
+    queued jobs then read a few objects, not 20,000 (CPU caches)."""
+    texts = [
+        f"name: run-{k % 2}\nowner: {'scheduled_teuthology@x' if k % 2 else 'alice'}\n"
+        f"machine_type: smithi,mira\nos_type: ubuntu\nos_version: '22.04'\narch: x86_64\n"
+        f"roles: [[mon.a]]\n"
+        for k in range(4)
+    ]
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    a, b, c, d = (parse_job(t.encode(), job_id=str(k), queued_at=at) for k, t in enumerate(texts))
+    assert a.machine_types == ("smithi", "mira") and a.machine_types is c.machine_types
+    assert a.machine_types is b.machine_types  # same list, other run
+    assert a.run is c.run and b.run is d.run and a.run != b.run
+    assert a.owner is c.owner and a.tube is b.tube and a.tube == "multi"
+    assert a.os_type is d.os_type and a.os_version is b.os_version and a.arch is c.arch
