@@ -203,8 +203,8 @@ class _Check:
     ) -> Callable[[Job, datetime], bool]:
         """`starved(profile job, queued_at)` (docs/policy.md, "No starvation"): waited the
         threshold of its priority, or (`relative_after_hours`) needs several nodes, waited
-        that long and more than `relative_factor` x the longest wait of an eligible job of
-        its priority needing fewer nodes (0 if none waits)."""
+        that long and more than `relative_factor` x the longest wait of a job of its priority
+        needing fewer nodes, queued (so far) or running (before it started; 0 if none)."""
         taken_at = self.s.taken_at
         rules = self.p.reservations
         after = rules.relative_after_hours
@@ -215,6 +215,12 @@ class _Check:
             sizes = longest[profile.job.priority]
             n = profile.job.nodes_needed
             sizes[n] = max(sizes.get(n, 0.0), (taken_at - profile.oldest).total_seconds())
+        for rj in self.s.running if after is not None else ():
+            sizes = longest.get(rj.job.priority, {})
+            n = rj.job.nodes_needed
+            if sizes and n > 0:  # a running job: the wait it had when it started
+                wait = (rj.started_at - rj.job.queued_at).total_seconds()
+                sizes[n] = max(sizes.get(n, 0.0), wait)
         # per (priority, nodes): the wait to beat, relative_factor x the longest smaller one
         to_beat: dict[tuple[int, int], float] = {}
         for priority, sizes in longest.items():

@@ -6,6 +6,7 @@ the rule does not grant."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -127,6 +128,30 @@ def test_the_factor_compares_with_the_longest_smaller_wait() -> None:
     with pytest.raises(PolicyError) as err:
         policy(relative_factor=0.5)
     assert err.value.field == "reservations.relative_factor"
+
+
+def test_a_running_peer_counts_with_the_wait_it_had() -> None:
+    # a 1-node peer of its priority that waited 3 h before it started: the big job
+    # (2 h) is not left behind; one that started at once: it is
+    on = policy()
+
+    def with_peer(waited_before_start_h: float) -> Snapshot:
+        snap = lab_snapshot([big(2.0)])
+        started = T0 - timedelta(minutes=10)
+        queued = started - timedelta(hours=waited_before_start_h)
+        ran = job("ran", 1, "mira", priority=500, run="mid", taken_at=queued)
+        running = (*snap.running[:-1], RunningJob(ran, ("mira001",), started))
+        return replace(snap, running=running)
+
+    slow = with_peer(3.0)
+    plan = solve(slow, on)
+    assert held_for(plan) == set()
+    assert validate_plan(slow, on, plan) == []
+    fast = with_peer(0.0)
+    plan = solve(fast, on)
+    assert held_for(plan) == {"big"}
+    assert validate_plan(fast, on, plan) == []
+    assert any("has no reservation" in v for v in validate_plan(slow, on, plan))
 
 
 def test_the_knob_is_validated() -> None:

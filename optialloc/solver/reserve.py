@@ -14,8 +14,9 @@ This runs before the optimization, which only sees the nodes left over.
 
 With `reservations.relative_after_hours`, a job needing several nodes is also
 starved once it has waited that long and more than `relative_factor` times as
-long as every eligible job of its priority that needs fewer nodes (its smaller
-peers are served while it is not); it keeps its rank in the order.
+long as any job of its priority that needs fewer nodes waits or waited before it
+started (its smaller peers are served while it is not); it keeps its rank in
+the order.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def starvation_test(
 
     Starved: waited >= the threshold of its priority (`threshold_of`), or, with
     `relative_after_hours`, needing several nodes, waited at least that long and more
-    than `relative_factor` x the longest wait of an eligible job of its priority
-    needing fewer nodes (0 if none waits). Monotone in `waited`, so a group has a
+    than `relative_factor` x the longest wait of a job of its priority needing fewer
+    nodes: an eligible queued one (its wait so far) or a running one (the wait it had
+    when it started); 0 if there is none. Monotone in `waited`, so a group has a
     starved member iff its oldest member is starved.
     """
     rules = lab.policy.reservations
@@ -67,6 +69,13 @@ def starvation_test(
         sizes = longest.setdefault(g.job.priority, {})
         n = g.job.nodes_needed
         sizes[n] = max(sizes.get(n, 0.0), g.oldest)
+    # running jobs count with the wait they had when they started
+    for rj in lab.snapshot.running:
+        sizes = longest.get(rj.job.priority, {})
+        n = rj.job.nodes_needed
+        if sizes and n > 0:
+            wait = (rj.started_at - rj.job.queued_at).total_seconds()
+            sizes[n] = max(sizes.get(n, 0.0), wait)
     # per (priority, nodes): factor x the longest wait among jobs needing fewer nodes
     smaller: dict[tuple[int, int], float] = {}
     for priority, sizes in longest.items():
