@@ -90,8 +90,8 @@ class ReservationSettings:
     # Larger: starved urgent jobs go before starved nightlies for longer.
     order_hours: float | None = None
     # a job needing several nodes is starved too once it has waited relative_after_hours
-    # and more than relative_factor x as long as every job of its priority that needs
-    # fewer nodes and still waits (its smaller peers are served, it is not); None = off
+    # and more than relative_factor x as long as any 1-node job of its priority waits or
+    # waited before it started (small jobs of its priority are served, it is not); None = off
     relative_after_hours: float | None = None
     relative_factor: float = 1.0
 

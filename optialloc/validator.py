@@ -203,31 +203,22 @@ class _Check:
     ) -> Callable[[Job, datetime], bool]:
         """`starved(profile job, queued_at)` (docs/policy.md, "No starvation"): waited the
         threshold of its priority, or (`relative_after_hours`) needs several nodes, waited
-        that long and more than `relative_factor` x the longest wait of a job of its priority
-        needing fewer nodes, queued (so far) or running (before it started; 0 if none)."""
+        that long and more than `relative_factor` x the longest wait of a 1-node job of its
+        priority, queued (so far) or running (before it started; 0 if none)."""
         taken_at = self.s.taken_at
         rules = self.p.reservations
         after = rules.relative_after_hours
         floor = timedelta(seconds=(after or 0.0) * 3600.0)
-        # per priority: nodes needed -> longest wait (seconds) of an eligible job of that size
-        longest: dict[int, dict[int, float]] = defaultdict(dict)
+        # per priority: the longest wait (seconds) of a 1-node job, queued or running
+        single: dict[int, float] = {}
         for profile in self.candidates if after is not None else ():
-            sizes = longest[profile.job.priority]
-            n = profile.job.nodes_needed
-            sizes[n] = max(sizes.get(n, 0.0), (taken_at - profile.oldest).total_seconds())
-        for rj in self.s.running if after is not None else ():
-            sizes = longest.get(rj.job.priority, {})
-            n = rj.job.nodes_needed
-            if sizes and n > 0:  # a running job: the wait it had when it started
-                wait = (rj.started_at - rj.job.queued_at).total_seconds()
-                sizes[n] = max(sizes.get(n, 0.0), wait)
-        # per (priority, nodes): the wait to beat, relative_factor x the longest smaller one
-        to_beat: dict[tuple[int, int], float] = {}
-        for priority, sizes in longest.items():
-            best = 0.0
-            for n in sorted(sizes):
-                to_beat[priority, n] = rules.relative_factor * best
-                best = max(best, sizes[n])
+            j = profile.job
+            wait = (taken_at - profile.oldest).total_seconds() if j.nodes_needed == 1 else 0.0
+            single[j.priority] = max(single.get(j.priority, 0.0), wait)
+        for rj in self.s.running:
+            if rj.job.nodes_needed == 1 and rj.job.priority in single:
+                wait = (rj.started_at - rj.job.queued_at).total_seconds()  # before it started
+                single[rj.job.priority] = max(single[rj.job.priority], wait)
 
         def starved(job: Job, queued_at: datetime) -> bool:
             if queued_at + limits[job.priority][0] <= taken_at:
@@ -235,7 +226,7 @@ class _Check:
             if after is None or job.nodes_needed < 2 or queued_at + floor > taken_at:
                 return False
             waited = (taken_at - queued_at).total_seconds()
-            return waited > to_beat[job.priority, job.nodes_needed]
+            return waited > rules.relative_factor * single[job.priority]
 
         return starved
 

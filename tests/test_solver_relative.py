@@ -36,15 +36,17 @@ def policy(after: float | None = 1.0, **rules: Any) -> Policy:
 
 
 def lab_snapshot(queue: list[Job]) -> Snapshot:
-    """smithi001-004 (001-003 busy) and mira001-002 (busy): one free node, smithi004."""
+    """smithi001-004 (001-003 busy) and mira001-003 (busy): one free node, smithi004."""
     running = [
         RunningJob(job(f"r{k}", 1, owner="ops", run="old"), (f"smithi{k:03d}",), T0)
         for k in (1, 2, 3)
     ]
     running.append(
-        RunningJob(job("rm", 2, "mira", owner="ops", run="old"), ("mira001", "mira002"), T0)
+        RunningJob(
+            job("rm", 3, "mira", owner="ops", run="old"), ("mira001", "mira002", "mira003"), T0
+        )
     )
-    lab = nodes("smithi", 4) + nodes("mira", 2)
+    lab = nodes("smithi", 4) + nodes("mira", 3)
     return Snapshot(T0, tuple(lab), tuple(queue), tuple(running))
 
 
@@ -89,14 +91,15 @@ def test_a_big_job_with_an_older_or_equal_smaller_peer_waiting_is_not_starved() 
         # the validator refuses the hold the rule does not grant
         forged = replace(plan, held=starved.held)
         assert any("has no reservation" in v for v in validate_plan(snap, on, forged))
-    # a 2-node peer is "smaller" for a 4-node job, but not for a 2-node one
-    assert held_for(solve(lab_snapshot([big(2.0), peer(3.0, nodes_needed=2)]), on)) == set()
-    two = lab_snapshot([big(2.0, nodes_needed=2), peer(3.0, nodes_needed=2)])
-    assert held_for(solve(two, on)) == {"big"}
-    assert validate_plan(two, on, solve(two, on)) == []
+    # only 1-node jobs are the measure: a waiting 2-node or 3-node peer does not protect it
+    for n in (2, 3):
+        snap = lab_snapshot([big(2.0), peer(3.0, nodes_needed=n)])
+        plan = solve(snap, on)
+        assert held_for(plan) == {"big"}
+        assert validate_plan(snap, on, plan) == []
 
 
-def test_only_smaller_jobs_of_the_same_priority_count_and_the_floor_holds() -> None:
+def test_only_1_node_jobs_of_the_same_priority_count_and_the_floor_holds() -> None:
     on = policy()
     # an older 1-node job of another priority does not protect the big job's wait
     snap = lab_snapshot([big(2.0), peer(3.0, priority=400)])

@@ -14,9 +14,9 @@ This runs before the optimization, which only sees the nodes left over.
 
 With `reservations.relative_after_hours`, a job needing several nodes is also
 starved once it has waited that long and more than `relative_factor` times as
-long as any job of its priority that needs fewer nodes waits or waited before it
-started (its smaller peers are served while it is not); it keeps its rank in
-the order.
+long as any 1-node job of its priority waits or waited before it started (the
+small jobs of its priority are served while it is not); it keeps its rank in the
+order.
 """
 
 from __future__ import annotations
@@ -54,45 +54,31 @@ def starvation_test(
 
     Starved: waited >= the threshold of its priority (`threshold_of`), or, with
     `relative_after_hours`, needing several nodes, waited at least that long and more
-    than `relative_factor` x the longest wait of a job of its priority needing fewer
-    nodes: an eligible queued one (its wait so far) or a running one (the wait it had
-    when it started); 0 if there is none. Monotone in `waited`, so a group has a
+    than `relative_factor` x the longest wait of a 1-node job of its priority: an
+    eligible queued one (its wait so far) or a running one (the wait it had when it
+    started); 0 if there is none. Monotone in `waited`, so a group has a
     starved member iff its oldest member is starved.
     """
     rules = lab.policy.reservations
     if rules.relative_after_hours is None:
         return lambda g, waited: waited >= threshold_of(g.job.priority)
     floor, factor = rules.relative_after_hours * 3600.0, rules.relative_factor
-    # per priority: nodes needed -> longest wait of an eligible group of that size
-    longest: dict[int, dict[int, float]] = {}
+    # per priority: the longest wait of a 1-node job, queued or (when it started) running
+    single: dict[int, float] = {g.job.priority: 0.0 for g in eligible}
     for g in eligible:
-        sizes = longest.setdefault(g.job.priority, {})
-        n = g.job.nodes_needed
-        sizes[n] = max(sizes.get(n, 0.0), g.oldest)
-    # running jobs count with the wait they had when they started
+        if g.job.nodes_needed == 1:
+            single[g.job.priority] = max(single[g.job.priority], g.oldest)
     for rj in lab.snapshot.running:
-        sizes = longest.get(rj.job.priority, {})
-        n = rj.job.nodes_needed
-        if sizes and n > 0:
+        priority = rj.job.priority
+        if rj.job.nodes_needed == 1 and priority in single:
             wait = (rj.started_at - rj.job.queued_at).total_seconds()
-            sizes[n] = max(sizes.get(n, 0.0), wait)
-    # per (priority, nodes): factor x the longest wait among jobs needing fewer nodes
-    smaller: dict[tuple[int, int], float] = {}
-    for priority, sizes in longest.items():
-        best = 0.0
-        for n in sorted(sizes):
-            smaller[priority, n] = factor * best
-            best = max(best, sizes[n])
+            single[priority] = max(single[priority], wait)
 
     def starved(g: Group, waited: float) -> bool:
         job = g.job
         if waited >= threshold_of(job.priority):
             return True
-        return (
-            job.nodes_needed > 1
-            and waited >= floor
-            and waited > smaller[job.priority, job.nodes_needed]
-        )
+        return job.nodes_needed > 1 and waited >= floor and waited > factor * single[job.priority]
 
     return starved
 
