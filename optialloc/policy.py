@@ -89,6 +89,11 @@ class ReservationSettings:
     # min_after_hours); None = after_hours, i.e. by the time a job became starved.
     # Larger: starved urgent jobs go before starved nightlies for longer.
     order_hours: float | None = None
+    # a job needing several nodes is starved too once it has waited relative_after_hours
+    # and more than relative_factor x as long as any 1-node job of its priority waits or
+    # waited before it started (small jobs of its priority are served, it is not); None = off
+    relative_after_hours: float | None = None
+    relative_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,8 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "reservations.backfill": (bool, 0, 1),
     "reservations.order_hours": (float, 0.0, 8760.0),
     "reservations.priority_exponent": (float, 0.5, 3.0),
+    "reservations.relative_after_hours": (float, 0.0, 8760.0),
+    "reservations.relative_factor": (float, 1.0, 1000.0),
     "fairness.owner_max_share": (float, 0.01, 1.0),
     "fairness.run_max_share": (float, 0.01, 1.0),
     "fairness.usage_penalty": (float, 0.0, 100.0),

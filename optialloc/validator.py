@@ -137,7 +137,7 @@ class _Check:
         # reservation order (queued_at + order). A profile whose oldest job is
         # under the threshold has no starved job (its members are younger).
         limits: dict[int, tuple[timedelta, timedelta]] = {}
-        ranked: list[tuple[datetime, timedelta, timedelta, _Profile]] = []
+        ranked: list[tuple[datetime, timedelta, _Profile]] = []
         for profile in self.candidates:
             priority = profile.job.priority
             if priority not in limits:
@@ -145,9 +145,11 @@ class _Check:
                     timedelta(seconds=reservation_threshold_s(priority, self.p)),
                     timedelta(seconds=reservation_order_s(priority, self.p)),
                 )
-            threshold, order = limits[priority]
-            if profile.oldest + threshold <= taken_at:
-                ranked.append((profile.oldest + order, threshold, order, profile))
+        starved = self._starvation(limits)
+        for profile in self.candidates:
+            order = limits[profile.job.priority][1]
+            if starved(profile.job, profile.oldest):
+                ranked.append((profile.oldest + order, order, profile))
         if not ranked:
             old: list[tuple[datetime, str]] = []
         else:
@@ -164,10 +166,10 @@ class _Check:
                 rules.max_jobs,
                 (
                     (j.queued_at + order, j.job_id)
-                    for first, threshold, order, profile in ranked
+                    for first, order, profile in ranked
                     if first <= bound
                     for j in profile.members
-                    if j.queued_at + threshold <= taken_at and j.queued_at + order <= bound
+                    if starved(profile.job, j.queued_at) and j.queued_at + order <= bound
                 ),
             )
         chosen = [jid for _, jid in old]
@@ -186,6 +188,38 @@ class _Check:
             if head.job_id not in chosen:
                 chosen.append(head.job_id)
         return chosen
+
+    def _starvation(
+        self, limits: dict[int, tuple[timedelta, timedelta]]
+    ) -> Callable[[Job, datetime], bool]:
+        """`starved(profile job, queued_at)` (docs/policy.md, "No starvation"): waited the
+        threshold of its priority, or (`relative_after_hours`) needs several nodes, waited
+        that long and more than `relative_factor` x the longest wait of a 1-node job of its
+        priority, queued (so far) or running (before it started; 0 if none)."""
+        taken_at = self.s.taken_at
+        rules = self.p.reservations
+        after = rules.relative_after_hours
+        floor = timedelta(seconds=(after or 0.0) * 3600.0)
+        # per priority: the longest wait (seconds) of a 1-node job, queued or running
+        single: dict[int, float] = {}
+        for profile in self.candidates if after is not None else ():
+            j = profile.job
+            wait = (taken_at - profile.oldest).total_seconds() if j.nodes_needed == 1 else 0.0
+            single[j.priority] = max(single.get(j.priority, 0.0), wait)
+        for rj in self.s.running:
+            if rj.job.nodes_needed == 1 and rj.job.priority in single:
+                wait = (rj.started_at - rj.job.queued_at).total_seconds()  # before it started
+                single[rj.job.priority] = max(single[rj.job.priority], wait)
+
+        def starved(job: Job, queued_at: datetime) -> bool:
+            if queued_at + limits[job.priority][0] <= taken_at:
+                return True
+            if after is None or job.nodes_needed < 2 or queued_at + floor > taken_at:
+                return False
+            waited = (taken_at - queued_at).total_seconds()
+            return waited > rules.relative_factor * single[job.priority]
+
+        return starved
 
     def run(self) -> list[str]:
         self.coverage()

@@ -102,6 +102,14 @@ def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
                 "priority_scaled": draw(st.booleans()),
                 "backfill": draw(st.booleans()),
                 **({"order_hours": 48.0} if draw(st.booleans()) else {}),
+                **(
+                    {
+                        "relative_after_hours": 1.0,
+                        "relative_factor": draw(st.sampled_from((1.0, 3.0))),
+                    }
+                    if draw(st.booleans())
+                    else {}
+                ),
             },
             "weights": {
                 "node_exponent": draw(st.sampled_from((0.0, 0.5, 1.0))),

@@ -11,12 +11,19 @@ otherwise the compatible free nodes of its *home type* (the listed type with
 the most compatible nodes in the lab, ties in listed order: stable from tick
 to tick) are held for it, up to what it needs. Held nodes go to nobody else.
 This runs before the optimization, which only sees the nodes left over.
+
+With `reservations.relative_after_hours`, a job needing several nodes is also
+starved once it has waited that long and more than `relative_factor` times as
+long as any 1-node job of its priority waits or waited before it started (the
+small jobs of its priority are served while it is not); it keeps its rank in the
+order.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,6 +44,45 @@ class Reservations:
     holds: dict[int, list[str]] = field(default_factory=dict)  # job index -> held nodes
 
 
+Starved = Callable[[Group, float], bool]
+
+
+def starvation_test(
+    lab: LabView, eligible: list[Group], threshold_of: Callable[[int], float]
+) -> Starved:
+    """`starved(group, waited)`: whether a member of `group` that waited so many seconds is.
+
+    Starved: waited >= the threshold of its priority (`threshold_of`), or, with
+    `relative_after_hours`, needing several nodes, waited at least that long and more
+    than `relative_factor` x the longest wait of a 1-node job of its priority: an
+    eligible queued one (its wait so far) or a running one (the wait it had when it
+    started); 0 if there is none. Monotone in `waited`, so a group has a
+    starved member iff its oldest member is starved.
+    """
+    rules = lab.policy.reservations
+    if rules.relative_after_hours is None:
+        return lambda g, waited: waited >= threshold_of(g.job.priority)
+    floor, factor = rules.relative_after_hours * 3600.0, rules.relative_factor
+    # per priority: the longest wait of a 1-node job, queued or (when it started) running
+    single: dict[int, float] = {g.job.priority: 0.0 for g in eligible}
+    for g in eligible:
+        if g.job.nodes_needed == 1:
+            single[g.job.priority] = max(single[g.job.priority], g.oldest)
+    for rj in lab.snapshot.running:
+        priority = rj.job.priority
+        if rj.job.nodes_needed == 1 and priority in single:
+            wait = (rj.started_at - rj.job.queued_at).total_seconds()
+            single[priority] = max(single[priority], wait)
+
+    def starved(g: Group, waited: float) -> bool:
+        job = g.job
+        if waited >= threshold_of(job.priority):
+            return True
+        return job.nodes_needed > 1 and waited >= floor and waited > factor * single[job.priority]
+
+    return starved
+
+
 def reserved_jobs(lab: LabView) -> list[int]:
     """Indexes of the jobs that get a reservation this tick, in reservation order."""
     settings = lab.policy.reservations
@@ -48,15 +94,16 @@ def reserved_jobs(lab: LabView) -> list[int]:
     if settings.priority_scaled:
         chosen = _by_starved_since(lab, eligible, limit)
     else:
-        threshold = reservation_threshold_s(0, lab.policy)
+        flat = reservation_threshold_s(0, lab.policy)
+        is_starved = starvation_test(lab, eligible, lambda _priority: flat)
         # The `limit` oldest jobs lie in the `limit` groups with the oldest members (and
         # in any group tied with the last of those: ties are broken by job id).
-        starving = [g for g in eligible if g.oldest >= threshold]
+        starving = [g for g in eligible if is_starved(g, g.oldest)]
         old = heapq.nsmallest(limit, starving, key=lambda g: -g.oldest)
         if old:
             cut = old[-1].oldest
             old = [g for g in starving if g.oldest >= cut]
-        starved = [i for g in old for i in g.members if waited[i] >= threshold]
+        starved = [i for g in old for i in g.members if is_starved(g, waited[i])]
         chosen = heapq.nsmallest(limit, starved, key=lambda i: (jobs[i].queued_at, jobs[i].job_id))
     if settings.head_of_queue and len(chosen) < limit and eligible:
         best = min(eligible, key=lambda g: (g.rank, g.job.nodes_needed, -g.oldest))
@@ -82,7 +129,7 @@ def _by_starved_since(lab: LabView, eligible: list[Group], limit: int) -> list[i
     # A group's first place in the order is its oldest member's, `order - oldest`
     # seconds from now. The limit-th earliest of those bounds the answer (each of
     # those groups' oldest job is starved and ranks by then), so few members are read.
-    ranked: list[tuple[float, float, float, Group]] = []
+    ranked: list[tuple[float, float, Group]] = []
     limits: dict[int, tuple[float, float]] = {}  # per priority: threshold, rank offset
     for g in eligible:
         priority = g.job.priority
@@ -91,23 +138,25 @@ def _by_starved_since(lab: LabView, eligible: list[Group], limit: int) -> list[i
                 reservation_threshold_s(priority, policy),
                 reservation_order_s(priority, policy),
             )
-        threshold, order = limits[priority]
-        if g.oldest >= threshold:
-            ranked.append((order - g.oldest, threshold, order, g))
+    is_starved = starvation_test(lab, eligible, lambda priority: limits[priority][0])
+    for g in eligible:
+        order = limits[g.job.priority][1]
+        if is_starved(g, g.oldest):
+            ranked.append((order - g.oldest, order, g))
     if not ranked:
         return []
     # With fewer groups than `limit` there is no such bound: read them all.
     firsts = heapq.nsmallest(limit, (r[0] for r in ranked))
     bound = firsts[-1] + 1e-3 if len(firsts) == limit else math.inf  # 1e-3: float slack
     starved: list[tuple[datetime, str, int]] = []
-    for first, threshold, order, g in ranked:
+    for first, order, g in ranked:
         if first > bound:
             continue
         rank = timedelta(seconds=order)  # same arithmetic as the validator: exact ties
         starved.extend(
             (jobs[i].queued_at + rank, jobs[i].job_id, i)
             for i in g.members
-            if waited[i] >= threshold and order - waited[i] <= bound
+            if is_starved(g, waited[i]) and order - waited[i] <= bound
         )
     return [i for _, _, i in heapq.nsmallest(limit, starved)]
 
