@@ -120,7 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         "(lognormal, median 50 min), as `serve` has after a few nights (default 0: none)",
     )
     parser.add_argument("--small", action="store_true", help="also time what-if-sized instances")
+    parser.add_argument(
+        "--decide-only",
+        action="store_true",
+        help="solve with explain=False, as serve does between explained ticks with a big "
+        "queue (default: every waiting job gets its position and reason)",
+    )
     args = parser.parse_args(argv)
+    explain = not args.decide_only
 
     policy = load_policy(args.policy) if args.policy else default_policy()
     if args.small:
@@ -135,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         snap = replace(snap, queue=queue, runtime_estimates=learned)
     print(
         f"scale {args.scale}: {len(snap.queue):,} queued, {len(snap.nodes):,} nodes, "
-        f"{len(snap.running):,} running at tick 0; policy {policy.name}; "
+        f"{len(snap.running):,} running at tick 0; policy {policy.name}"
+        f"{'' if explain else ', decisions only'}; "
         f"built in {time.perf_counter() - built:.1f} s; load average {os.getloadavg()[0]:.1f}"
     )
     walls: list[float] = []
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     solve(snap, policy)  # warm-up: imports, OR-Tools start-up
     for tick in range(args.ticks):
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        plan = solve(snap, policy)
+        plan = solve(snap, policy, explain=explain)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         walls.append(wall)
         cpus.append(cpu)
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         snap = next_tick(snap, {s.job_id: s.nodes for s in plan.starts}, rng, args.end_share)
     tracemalloc.start()
-    solve(snap, policy)
+    solve(snap, policy, explain=explain)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
