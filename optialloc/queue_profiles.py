@@ -16,12 +16,13 @@ validator and the dispatcher's commit both look jobs up in.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from optialloc.domain import Job
 
@@ -59,20 +60,35 @@ class ProfileGroups:
     profile_of: tuple[int, ...]
 
 
-_lock = threading.Lock()
-_last: tuple[Sequence[Job], ProfileGroups] | None = None
-_last_index: tuple[Sequence[Job], Mapping[str, Job]] | None = None
+Result = TypeVar("Result")
 
 
-def profile_groups(queue: Sequence[Job]) -> ProfileGroups:
-    """Group `queue` by `PROFILE`; asked again for the same tuple, the same answer.
+def _last_queue(compute: Callable[[Sequence[Job]], Result]) -> Callable[[Sequence[Job]], Result]:
+    """Remember `compute`'s answer for the last queue tuple it was given.
 
-    Only a tuple (a snapshot's queue) is remembered: it cannot change in between.
+    Only a tuple (a snapshot's queue) is remembered: it cannot change in between,
+    and the memo holds it, so its identity cannot be reused by another tuple.
     """
-    global _last
-    last = _last
-    if last is not None and last[0] is queue:
-        return last[1]
+    lock = threading.Lock()
+    last: list[tuple[Sequence[Job], Result]] = []
+
+    @functools.wraps(compute)
+    def remembered(queue: Sequence[Job]) -> Result:
+        entry = last[0] if last else None  # one read: another thread may replace it
+        if entry is not None and entry[0] is queue:
+            return entry[1]
+        answer = compute(queue)
+        if type(queue) is tuple:
+            with lock:
+                last[:] = [(queue, answer)]
+        return answer
+
+    return remembered
+
+
+@_last_queue
+def profile_groups(queue: Sequence[Job]) -> ProfileGroups:
+    """Group `queue` by `PROFILE`; asked again for the same tuple, the same answer."""
     index_of: dict[Profile, int] = {}
     member_lists: list[list[int]] = []
     profile_of: list[int] = []
@@ -84,25 +100,14 @@ def profile_groups(queue: Sequence[Job]) -> ProfileGroups:
         else:
             member_lists[k].append(index)
         profile_of.append(k)
-    groups = ProfileGroups(
+    return ProfileGroups(
         keys=tuple(index_of),
         members=tuple(map(tuple, member_lists)),
         profile_of=tuple(profile_of),
     )
-    if type(queue) is tuple:
-        with _lock:
-            _last = (queue, groups)
-    return groups
 
 
+@_last_queue
 def jobs_by_id(queue: Sequence[Job]) -> Mapping[str, Job]:
     """`queue` by job id (read-only); asked again for the same tuple, the same mapping."""
-    global _last_index
-    last = _last_index
-    if last is not None and last[0] is queue:
-        return last[1]
-    index = MappingProxyType(dict(zip(map(_JOB_ID, queue), queue, strict=True)))
-    if type(queue) is tuple:
-        with _lock:
-            _last_index = (queue, index)
-    return index
+    return MappingProxyType(dict(zip(map(_JOB_ID, queue), queue, strict=True)))
