@@ -242,13 +242,7 @@ class _Check:
         listed_set = waiting_ids.union(s.job_id for s in self.plan.starts)
         # Fast path (every valid plan): each queued job listed once, nothing else.
         if len(listed_set) != len(listed) or listed_set != self.jobs.keys():
-            for jid, count in Counter(listed).items():
-                if jid not in self.jobs:
-                    self.out.append(f"job {jid}: in the plan but not in the snapshot's queue")
-                elif count > 1:
-                    self.out.append(
-                        f"job {jid}: appears {count} times in starts and waiting (must be once)"
-                    )
+            self._each_queued_once(listed, "starts and waiting")
             missing = [jid for jid in self.jobs if jid not in listed_set]
             if missing:
                 self.out.append(
@@ -272,11 +266,15 @@ class _Check:
         """An unexplained plan (no `waiting`): each start is a queued job, listed once."""
         if self.plan.waiting:
             self.out.append("plan says it is not explained but lists waiting jobs")
-        for jid, count in Counter(s.job_id for s in self.plan.starts).items():
+        self._each_queued_once([s.job_id for s in self.plan.starts], "starts")
+
+    def _each_queued_once(self, listed: list[str], where: str) -> None:
+        """Each id in `listed` (the plan's `where`) is a queued job, listed once."""
+        for jid, count in Counter(listed).items():
             if jid not in self.jobs:
                 self.out.append(f"job {jid}: in the plan but not in the snapshot's queue")
             elif count > 1:
-                self.out.append(f"job {jid}: appears {count} times in starts (must be once)")
+                self.out.append(f"job {jid}: appears {count} times in {where} (must be once)")
 
     def starts(self) -> None:
         for start in self.plan.starts:
