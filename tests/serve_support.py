@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from conftest import REPO
 
@@ -112,14 +113,7 @@ class Lab:
         machine_type: str = "smithi",
         **body: object,
     ) -> str:
-        full: dict[str, object] = {
-            "name": run,
-            "owner": "scheduled_me@host",
-            "machine_type": machine_type,
-            "priority": priority,
-            "roles": [[f"osd.{i}"] for i in range(nodes)],
-            **body,
-        }
+        full = job_body(nodes, run=run, machine_type=machine_type, priority=priority, **body)
         return self.queue.put(machine_type, dump_body(full), priority)
 
     def tick(self) -> TickReport:
@@ -148,6 +142,36 @@ class Lab:
         self.journal.close()
         self.queue.close()
         self.inventory.close()
+
+
+def job_body(
+    nodes: int = 1,
+    *,
+    run: str = "run-a",
+    owner: str = "scheduled_me@host",
+    machine_type: str = "smithi",
+    priority: int = 100,
+    **extra: object,
+) -> dict[str, Any]:
+    """A teuthology job body needing `nodes` nodes (one role list per node)."""
+    return {
+        "name": run,
+        "owner": owner,
+        "machine_type": machine_type,
+        "priority": priority,
+        "roles": [[f"osd.{i}"] for i in range(nodes)],
+        **extra,
+    }
+
+
+def put_bodies(state: Path, bodies: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Queue teuthology bodies in the embedded queue of `state` (the state_dir), each in
+    its machine type's tube at its own priority, as `optialloc schedule` does; their ids."""
+    queue = EmbeddedQueue(str(state / "queue.sqlite"))
+    try:
+        return [queue.put(b["machine_type"], dump_body(b), b["priority"]) for b in bodies]
+    finally:
+        queue.close()
 
 
 def read_records(path: Path) -> list[tuple[str, list[str], float, float]]:

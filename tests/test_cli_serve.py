@@ -15,6 +15,8 @@ from conftest import REPO
 from serve_support import (
     assert_no_overlap,
     env_without_crash,
+    job_body,
+    put_bodies,
     read_records,
     record_command,
     wait_for,
@@ -24,7 +26,6 @@ from optialloc.adapters.embedded_inventory import EmbeddedInventory
 from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.errors import ExitCode
 from optialloc.runners.process import read_pid, wrapper_alive
-from optialloc.teuthology import dump_body
 
 
 def _setup(
@@ -45,19 +46,8 @@ def _setup(
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    queue = EmbeddedQueue(str(state / "queue.sqlite"))
-    for _i in range(jobs):
-        body = {
-            "name": "run",
-            "owner": "o",
-            "machine_type": "smithi",
-            "priority": 100,
-            "roles": [["osd.0"]],
-            "duration": duration,
-            **(body_extra or {}),
-        }
-        queue.put("smithi", dump_body(body), 100)
-    queue.close()
+    body = job_body(run="run", owner="o", duration=duration, **(body_extra or {}))
+    put_bodies(state, [body] * jobs)
     return path
 
 
@@ -221,17 +211,8 @@ def test_demo_serves_its_jobs_and_prints_a_summary(tmp_path: Path) -> None:
 
 def test_exit_on_empty_queue_is_not_held_up_by_a_job_that_can_never_run(tmp_path: Path) -> None:
     config = _setup(tmp_path, jobs=1)
-    queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
-    body = {
-        "name": "run",
-        "owner": "o",
-        "machine_type": "no-such-type",
-        "priority": 100,
-        "roles": [["osd.0"]],
-        "duration": "0.1",
-    }
-    stuck = queue.put("no-such-type", dump_body(body), 100)
-    queue.close()
+    body = job_body(run="run", owner="o", machine_type="no-such-type", duration="0.1")
+    (stuck,) = put_bodies(tmp_path / "state", [body])
     proc = _run(config, "serve", "--exit-on-empty-queue")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"job {stuck} waits: invalid" in proc.stderr

@@ -21,6 +21,8 @@ from conftest import REPO
 from serve_support import (
     assert_no_overlap,
     env_without_crash,
+    job_body,
+    put_bodies,
     read_records,
     record_command,
     run_serve,
@@ -31,7 +33,6 @@ from optialloc.adapters.embedded_inventory import EmbeddedInventory
 from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.commit import STEPS
 from optialloc.journal import Journal
-from optialloc.teuthology import dump_body
 
 pytestmark = pytest.mark.slow
 
@@ -48,20 +49,19 @@ def setup_lab(tmp_path: Path, jobs: int, seed: int = 0) -> tuple[Path, int]:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     state.mkdir()
-    queue = EmbeddedQueue(str(state / "queue.sqlite"))
     rng = random.Random(seed)
-    for i in range(jobs):
-        nodes = rng.choice((1, 1, 2, 3))
-        body = {
-            "name": f"run-{i % 3}",
-            "owner": f"scheduled_u{i % 2}@x",
-            "machine_type": "smithi",
-            "priority": rng.choice((75, 100, 1000)),
-            "roles": [[f"osd.{k}"] for k in range(nodes)],
-            "duration": rng.choice(("0.05", "0.2", "0.4")),
-        }
-        queue.put("smithi", dump_body(body), body["priority"])  # type: ignore[arg-type]
-    queue.close()
+
+    bodies = (
+        job_body(
+            rng.choice((1, 1, 2, 3)),
+            run=f"run-{i % 3}",
+            owner=f"scheduled_u{i % 2}@x",
+            priority=rng.choice((75, 100, 1000)),
+            duration=rng.choice(("0.05", "0.2", "0.4")),
+        )
+        for i in range(jobs)
+    )
+    put_bodies(state, bodies)
     return path, jobs
 
 
@@ -118,18 +118,8 @@ def test_random_kill_9_over_several_restarts(tmp_path: Path, seed: int) -> None:
 def setup_one_node_jobs(tmp_path: Path, jobs: int) -> Path:
     """Like `setup_lab`, but every job needs one node: the first tick starts 8 at once."""
     config, _ = setup_lab(tmp_path, 0)
-    queue = EmbeddedQueue(str(tmp_path / "state" / "queue.sqlite"))
-    for _ in range(jobs):
-        body = {
-            "name": "run-batch",
-            "owner": "scheduled_u0@x",
-            "machine_type": "smithi",
-            "priority": 100,
-            "roles": [["osd.0"]],
-            "duration": "0.2",
-        }
-        queue.put("smithi", dump_body(body), 100)
-    queue.close()
+    body = job_body(run="run-batch", owner="scheduled_u0@x", duration="0.2")
+    put_bodies(tmp_path / "state", [body] * jobs)
     return config
 
 
