@@ -175,11 +175,11 @@ class _Check:
         chosen = [jid for _, jid in old]
         if rules.head_of_queue and len(chosen) < rules.max_jobs and self.candidates:
             effective = effective_priority_fn(taken_at, self.p, self.s.usage)
-            # Within a profile the oldest job (then lowest id) comes first in dispatch order.
-            heads = (min(p.members, key=lambda j: (j.queued_at, j.job_id)) for p in self.candidates)
             learned = self.s.runtime_estimates
+            # Every member is read: within a profile, members with different runtime
+            # estimates (descriptions) rank differently, so the oldest need not lead.
             head = min(
-                heads,
+                (j for p in self.candidates for j in p.members),
                 key=lambda j: dispatch_key(
                     j,
                     dispatch_priority(effective(j), runtime_estimate_s(j, learned), self.p),

@@ -203,6 +203,27 @@ def test_head_of_queue_reservation() -> None:
     assert set(started(solve_checked(snapshot(lab, queue), PLAIN))) == {"small"}
 
 
+def test_head_of_queue_is_the_best_ranked_member_of_its_profile() -> None:
+    """Two jobs of one profile (same owner, run, nodes, priority) rank by their learned
+    runtime estimates: the younger, shorter one is the head, and the validator agrees.
+    (It used to take each profile's oldest job as its head and reject every such plan.)"""
+    policy = with_(
+        PLAIN,
+        weights={"runtime_exponent": 1.0},
+        reservations={"enabled": True, "after_hours": 1000, "head_of_queue": True},
+    )
+    queue = [
+        job("old-long", 3, waited_h=2.0, description="long-test"),
+        job("new-short", 3, waited_h=1.0, description="short-test"),
+        job("filler", 1, priority=500),
+    ]
+    lab = [*nodes("smithi", 2), Node("smithi003", "smithi", locked=True, locked_by="dan")]
+    learned = {"long-test": 20000.0, "short-test": 600.0}
+    plan = solve_checked(snapshot(lab, queue, runtime_estimates=learned), policy)
+    assert plan.starts == ()
+    assert [h.for_job_id for h in plan.held] == ["new-short", "new-short"]
+
+
 def test_last_in_suite_waits_for_its_run() -> None:
     queue = [job("last", 0, run="r1", last_in_suite=True), job("work", 1, run="r1")]
     plan = solve_checked(snapshot([], queue), PLAIN)
