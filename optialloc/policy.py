@@ -106,6 +106,10 @@ class FairnessSettings:
     # caps bind only while another owner/run waits with an equal or better effective
     # priority than the capped one's best job (a nightly backlog does not cap urgent runs)
     peers_only: bool = False
+    # a rival counts only while it holds fewer nodes of the type than its own cap allows:
+    # a rival at its cap cannot take freed nodes, so capping others for it would hand
+    # them to less urgent work (caps then never leave urgent work waiting for nobody)
+    work_conserving: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,7 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "fairness.run_max_share": (float, 0.01, 1.0),
     "fairness.usage_penalty": (float, 0.0, 100.0),
     "fairness.peers_only": (bool, 0, 1),
+    "fairness.work_conserving": (bool, 0, 1),
     "solver.time_limit_s": (float, 0.01, 3600.0),
     "solver.num_workers": (int, 1, 64),
     "solver.relative_gap": (float, 0.0, 1.0),

@@ -455,6 +455,7 @@ class _Check:
             for name in rj.nodes:
                 if name in self.nodes:
                     used[(who(rj.job), self.nodes[name].machine_type)] += 1
+        before = used.copy()  # running jobs only: what work_conserving compares with caps
         new: Counter[tuple[str, str]] = Counter()
         for start in self.plan.starts:
             job = self.jobs.get(start.job_id)
@@ -484,6 +485,14 @@ class _Check:
                 # peers_only: only rivals at least as urgent as this name's best job count
                 mine = best.get(key, math.inf)
                 rivals = {r for r in rivals if best[(r, machine_type)] <= mine}
+            if self.p.fairness.work_conserving:
+                # a rival at its own cap (before this plan) cannot use the nodes
+                rivals = {
+                    r
+                    for r in rivals
+                    if before[(r, machine_type)]
+                    < max(math.ceil(share * base[machine_type] - 1e-9), largest[(r, machine_type)])
+                }
             if not rivals:
                 continue  # nobody else (that counts) waits for this type: no cap
             cap = max(math.ceil(share * base[machine_type] - 1e-9), largest[key])

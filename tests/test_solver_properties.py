@@ -120,6 +120,7 @@ def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
                 "run_max_share": draw(st.sampled_from((1.0, 0.4))),
                 "usage_penalty": draw(st.sampled_from((0.0, 1.0))),
                 "peers_only": draw(st.booleans()),
+                "work_conserving": draw(st.booleans()),
             },
             "reimaged_types": ["smithi", "mira"],
         }

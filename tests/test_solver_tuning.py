@@ -211,6 +211,42 @@ def test_an_equally_urgent_owner_still_caps() -> None:
     assert any("owner alice: holds 8" in v for v in validate_plan(snap, capped(True), bad))
 
 
+def test_work_conserving_caps_ignore_rivals_at_their_own_cap() -> None:
+    """Two PR runs, each already at its 30 % cap of 10 nodes, both with more jobs; 4 nodes
+    free and a nightly backlog. Plain caps hold both runs back and give the 4 nodes to
+    nightlies; work-conserving caps give them to the PR runs (neither rival can use them)."""
+    lab = nodes("smithi", 10)
+    running = tuple(
+        RunningJob(job(f"r{run}{k}", owner=run, run=run), (f"smithi{3 * i + k + 1:03d}",), T0)
+        for i, run in enumerate(("pr1", "pr2"))
+        for k in range(3)
+    )
+    queue = [
+        job(f"{run}-{k}", priority=100, owner=run, run=run)
+        for run in ("pr1", "pr2")
+        for k in range(3)
+    ]
+    queue += [job(f"n{k}", priority=1000, owner="nightly", run=f"n{k}") for k in range(6)]
+    snap = Snapshot(T0, tuple(lab), tuple(queue), running)
+    shares = {"run_max_share": 0.3, "peers_only": True}
+    plain = policy(fairness=shares)
+    conserving = policy(fairness={**shares, "work_conserving": True})
+    plan = solve(snap, plain)
+    assert sorted(s.job_id[0] for s in plan.starts) == ["n"] * 4
+    assert validate_plan(snap, plain, plan) == []
+    wc = solve(snap, conserving)
+    assert sorted(s.job_id[:2] for s in wc.starts) == ["pr"] * 4
+    assert validate_plan(snap, conserving, wc) == []
+    # Plain caps refuse the work-conserving plan, which is worth 10x as much.
+    assert any("cap is 3" in v for v in validate_plan(snap, plain, wc))
+    assert wc.solver.objective > 9 * plan.solver.objective
+    # A rival below its cap still caps: with pr2 running only 2 jobs, pr1 gets no more.
+    fewer = Snapshot(T0, tuple(lab), tuple(queue), running[:5])
+    plan = solve(fewer, conserving)
+    assert validate_plan(fewer, conserving, plan) == []
+    assert not any(s.job_id.startswith("pr1") for s in plan.starts)
+
+
 # ----------------------------------------------------------------------- per-node weights
 
 
@@ -338,6 +374,7 @@ def backfill_labs(draw: st.DrawFn) -> tuple[Snapshot, Policy]:
                 "owner_max_share": draw(st.sampled_from((1.0, 0.5))),
                 "run_max_share": 1.0,
                 "peers_only": draw(st.booleans()),
+                "work_conserving": draw(st.booleans()),
             },
             "reimaged_types": ["smithi", "mira"],
         }

@@ -9,7 +9,9 @@ of nodes of T that are free or used by running jobs. Same for runs with
 owner (run) waits for T with an eligible job whose effective priority is equal
 to or better than the best of O's eligible jobs on T. Reserved jobs are exempt
 (their nodes still count), so a cap can be exceeded only by a starved job's
-reservation.
+reservation. With `fairness.work_conserving` a rival counts only while it holds
+(running jobs) fewer nodes of T than its own cap `max(ceil(share x base(T)),
+its largest eligible job on T)`: rivals at their caps cannot use freed nodes.
 """
 
 from __future__ import annotations
@@ -72,11 +74,19 @@ def build_caps(lab: LabView, dimension: str) -> CapTable:
             found = lab.node_by_name.get(node)
             if found is not None:
                 table.add(who(rj.job), found.machine_type, 1)
+    if fairness.work_conserving:
+        # Rivals at their own cap take no freed node: they do not count as waiting.
+        for (name, machine_type), big in largest.items():
+            base = lab.share_base.get(machine_type, 0)
+            if table.used.get((name, machine_type), 0) >= share_cap(share, base, big):
+                waiting_by_type[machine_type].discard(name)
     # Per type, the two most urgent names (best effective priority): another name
     # at least as urgent as `name` exists iff the most urgent other one is.
     top: dict[str, list[tuple[float, str]]] = defaultdict(list)
     if fairness.peers_only:
         for (name, machine_type), eff in best.items():
+            if name not in waiting_by_type[machine_type]:
+                continue  # at its cap (work_conserving): not a rival
             pair = top[machine_type]
             pair.append((eff, name))
             pair.sort()
