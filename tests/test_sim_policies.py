@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from optialloc.policy import policy_from_mapping
+from optialloc.policy import Policy, policy_from_mapping
 from optialloc.sim.engine import simulate
 from optialloc.sim.generate import WeekParams, generate
 from optialloc.sim.optialloc_sched import OptiallocScheduler
@@ -78,7 +78,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _policy(overrides: dict[str, dict[str, Any]]):  # type: ignore[no-untyped-def]
+def _policy(overrides: dict[str, dict[str, Any]]) -> Policy:
     data = yaml.safe_load((REPO / "models" / "default.yaml").read_text(encoding="utf-8"))
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
