@@ -55,6 +55,8 @@ class WeightSettings:
     runtime_exponent: float = 0.0
     runtime_reference_s: float = 3600.0
     runtime_max_factor: float = 4.0
+    # estimates are rounded to powers of this (2 or 4): 2 sorts finer, 4 makes fewer classes
+    runtime_bucket_base: int = 4
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "weights.runtime_exponent": (float, 0.0, 2.0),
     "weights.runtime_reference_s": (float, 1.0, 31536000.0),
     "weights.runtime_max_factor": (float, 1.0, 1000.0),
+    "weights.runtime_bucket_base": (int, 2, 4),
     "aging.enabled": (bool, 0, 1),
     "aging.rate_per_hour": (float, 0.0, 1e6),
     "aging.max_boost": (float, 0.0, 4294967295.0),
@@ -410,37 +413,41 @@ def effective_priority(
     return effective_priority_fn(taken_at, policy, usage)(job)
 
 
-def estimate_bucket(seconds: float) -> float:
-    """A runtime estimate rounded to a power of 4 seconds (..., 17 min, 68 min, 4.6 h,
-    ...): jobs with estimates still fall into few solver classes. (Powers of 2 sorted
-    a little finer, -4 % priority-weighted wait in the what-if week, but cost 25 % more
-    solve time at Sepia scale: 123 ms instead of 97 ms with estimates on every job.)"""
-    return float(4.0 ** round(math.log(max(seconds, 1.0), 4)))
+def estimate_bucket(seconds: float, base: int = 4) -> float:
+    """A runtime estimate rounded to a power of `base` seconds (`weights.runtime_bucket_base`;
+    base 4: ..., 17 min, 68 min, 4.6 h, ...): jobs with estimates still fall into few
+    solver classes. Base 2 sorts finer at some solve time (docs/policy.md)."""
+    return float(base ** round(math.log(max(seconds, 1.0), base)))
 
 
 def runtime_factor(estimate_s: float | None, policy: Policy) -> float:
     """Weight multiplier for a job's runtime estimate (1 without one, or when off)."""
-    if estimate_s is None or policy.weights.runtime_exponent == 0:
+    w = policy.weights
+    if estimate_s is None or w.runtime_exponent == 0:
         return 1.0
-    return _runtime_factor(estimate_bucket(estimate_s), policy.weights)
+    return _runtime_factor(estimate_bucket(estimate_s, w.runtime_bucket_base), w)
 
 
 def weight_bucket(estimate_s: float, policy: Policy) -> float:
     """The estimate's bucket for grouping jobs: `estimate_bucket`, merged with its
     neighbours where the runtime factor is clamped anyway (same weight, fewer classes)."""
     w = policy.weights
-    bucket = estimate_bucket(estimate_s)
+    base = w.runtime_bucket_base
+    bucket = estimate_bucket(estimate_s, base)
     if w.runtime_exponent == 0:
         return bucket
-    steps = 2.0 ** math.ceil(math.log2(w.runtime_max_factor) / w.runtime_exponent)
-    reference = estimate_bucket(w.runtime_reference_s)
+    # buckets this many powers of `base` away from the reference's reach the clamp
+    span = w.runtime_max_factor ** (1.0 / w.runtime_exponent)
+    steps = float(base ** max(0, math.ceil(math.log(span, base) - 1e-9)))
+    reference = estimate_bucket(w.runtime_reference_s, base)
     return min(max(bucket, reference / steps), reference * steps)
 
 
 @functools.lru_cache(maxsize=4096)
 def _runtime_factor(bucket: float, w: WeightSettings) -> float:
     # both bucketed: an estimate in the reference's bucket weighs exactly 1
-    factor = (estimate_bucket(w.runtime_reference_s) / bucket) ** w.runtime_exponent
+    reference = estimate_bucket(w.runtime_reference_s, w.runtime_bucket_base)
+    factor = (reference / bucket) ** w.runtime_exponent
     return min(w.runtime_max_factor, max(1.0 / w.runtime_max_factor, factor))
 
 

@@ -149,11 +149,12 @@ def check_last_in_suite(snapshot: Snapshot, plan: Plan) -> None:
     assert waits["13"] is WaitReason.WAITING_FOR_RUN
     assert waits["33"] is WaitReason.WAITING_FOR_RUN
     assert starts["22"] == () and starts["31"] == ()
-    # job 12 (2 nodes, priority 150) waited 4 h, short of its scaled 4.5 h threshold
-    # (after_hours 30 x 150 / 1000): nothing is held for it, the free node goes to 32
-    assert plan.held == ()
+    # job 12 (2 nodes, priority 150) waited 4 h, past its scaled 2.8 h threshold
+    # (after_hours 48 x (150 / 1000) ** 1.5): the free node is held for it, and job 32
+    # (priority 100, queued 5 minutes ago) waits for the hold
+    assert [(h.node, h.for_job_id) for h in plan.held] == [("smithi003", "12")]
     assert waits["12"] is WaitReason.NOT_ENOUGH_NODES
-    assert starts["32"] == ("smithi003",)
+    assert waits["32"] is WaitReason.HELD_FOR_JOB
 
 
 def check_paused_tube(snapshot: Snapshot, plan: Plan) -> None:

@@ -128,6 +128,24 @@ def test_runtime_factor_is_bucketed_and_clamped() -> None:
         policy_from_mapping({"weights": {"runtime_exponent": 5}})
 
 
+def test_powers_of_two_buckets_sort_finer_within_the_same_clamp() -> None:
+    policy = runtime_policy(runtime_max_factor=4.0, runtime_bucket_base=2)
+    assert estimate_bucket(1000.0, 2) == 1024.0 and estimate_bucket(2500.0, 2) == 2048.0
+    # five weights instead of three: x4, x2, x1, x1/2, x1/4
+    factors = [runtime_factor(s, policy) for s in (600.0, 1800.0, 3600.0, 9000.0, 36000.0)]
+    assert factors == pytest.approx([4.0, 2.0, 1.0, 0.5, 0.25])
+    base4 = runtime_policy(runtime_max_factor=4.0)
+    assert runtime_factor(1800.0, base4) == pytest.approx(4.0)  # 1800 s -> 1024 s in base 4
+    # the clamped ends still merge into one bucket each
+    assert weight_bucket(60.0, policy) == weight_bucket(900.0, policy) == 1024.0
+    assert weight_bucket(20 * 3600.0, policy) == 16384.0
+    for seconds in (60.0, 700.0, 1800.0, 5000.0, 9000.0, 20 * 3600.0):
+        merged = weight_bucket(seconds, policy)
+        assert runtime_factor(merged, policy) == runtime_factor(seconds, policy)
+    with pytest.raises(PolicyError, match=r"weights\.runtime_bucket_base"):
+        policy_from_mapping({"weights": {"runtime_bucket_base": 8}})
+
+
 def test_shorter_jobs_first_among_equal_priorities_and_the_validator_checks_it() -> None:
     lab = nodes("smithi", 1)
     queue = [

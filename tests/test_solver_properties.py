@@ -114,6 +114,7 @@ def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
             "weights": {
                 "node_exponent": draw(st.sampled_from((0.0, 0.5, 1.0))),
                 "runtime_exponent": draw(st.sampled_from((0.0, 1.0))),
+                "runtime_bucket_base": draw(st.sampled_from((2, 4))),
             },
             "fairness": {
                 "owner_max_share": draw(st.sampled_from((1.0, 0.5, 0.25))),

@@ -28,11 +28,13 @@ from optialloc.solver.classes import Candidates, JobClass
 from optialloc.solver.lab import PoolKey
 from optialloc.solver.reserve import FreeNodes
 
-#: Above this many variables CP-SAT's presolve is skipped. Big models here are wide
-#: rather than hard (thousands of classes, most of them dominated, and the greedy hint
-#: is usually optimal): at 10x Sepia presolve took half of CP-SAT's time (0.19 s of
-#: CPU against 0.09 s without it) and the LP bound alone proves optimality.
-PRESOLVE_MAX_VARS = 1000
+#: Models up to this many variables get CP-SAT's presolve. None: the models here are
+#: wide rather than hard (classes, most dominated, and a greedy hint that is usually
+#: optimal), and presolve cost more than it saved at every size measured
+#: (`tests/bench_solver.py`, 2026-11-25: Sepia scale 48 -> 44 ms, with learned
+#: estimates on every job 83 -> 67 ms, 15 nodes x 40 contended jobs 2.4 -> 1.8 ms;
+#: at 10x it took half of CP-SAT's time). Every tick stayed OPTIMAL with gap 0.
+PRESOLVE_MAX_VARS = 0
 
 #: Above this many pools in one type, only the pool sets that jobs actually use are
 #: constrained (2^k subsets would be too many); assignment then drops what cannot fit.
