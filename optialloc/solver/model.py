@@ -29,8 +29,8 @@ from optialloc.solver.lab import PoolKey
 from optialloc.solver.reserve import FreeNodes
 
 #: Models with at most this many variables get CP-SAT's presolve; 0: none do. The
-#: models here are wide rather than hard (classes, most dominated, and a greedy hint that is usually
-#: optimal), and presolve cost more than it saved at every size measured
+#: models here are wide rather than hard (classes, most dominated, and a greedy hint
+#: that is usually optimal), and presolve cost more than it saved at every size measured
 #: (`tests/bench_solver.py`, 2026-11-25: Sepia scale 48 -> 44 ms, with learned
 #: estimates on every job 83 -> 67 ms, 15 nodes x 40 contended jobs 2.4 -> 1.8 ms;
 #: at 10x it took half of CP-SAT's time). Every tick stayed OPTIMAL with gap 0.
