@@ -55,7 +55,7 @@ class WeightSettings:
     runtime_exponent: float = 0.0
     runtime_reference_s: float = 3600.0
     runtime_max_factor: float = 4.0
-    # estimates are rounded to powers of this (2 or 4): 2 sorts finer, 4 makes fewer classes
+    # estimates are rounded to powers of this (2 to 4): 2 sorts finer, 4 makes fewer classes
     runtime_bucket_base: int = 4
 
 
