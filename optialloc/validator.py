@@ -450,6 +450,10 @@ class _Check:
             return j.owner if dimension == "owner" else j.run
 
         base = self.share_base
+
+        def share_of(machine_type: str) -> int:
+            return math.ceil(share * base[machine_type] - 1e-9)
+
         used: Counter[tuple[str, str]] = Counter()
         for rj in self.s.running:
             for name in rj.nodes:
@@ -467,7 +471,7 @@ class _Check:
                 new[key] += len(start.nodes)
         # A cap is never below its share of the type, so only names over that can
         # break one; most plans have none, and then the waiting rivals need no look.
-        over = [k for k in sorted(new) if used[k] > math.ceil(share * base[k[1]] - 1e-9)]
+        over = [k for k in sorted(new) if used[k] > share_of(k[1])]
         if not over:
             return
         waiting_types: dict[str, set[str]] = defaultdict(set)
@@ -477,6 +481,11 @@ class _Check:
             for t in profile.job.machine_types:
                 waiting_types[t].add(name)
                 largest[(name, t)] = max(largest[(name, t)], profile.job.nodes_needed)
+
+        def cap_of(name: str, machine_type: str) -> int:
+            """The cap docs/policy.md gives `name` on the type: its share, or its largest job."""
+            return max(share_of(machine_type), largest[(name, machine_type)])
+
         best = self._best_priority(who) if self.p.fairness.peers_only else {}
         for key in over:
             name, machine_type = key
@@ -487,15 +496,10 @@ class _Check:
                 rivals = {r for r in rivals if best[(r, machine_type)] <= mine}
             if self.p.fairness.work_conserving:
                 # a rival at its own cap (before this plan) cannot use the nodes
-                rivals = {
-                    r
-                    for r in rivals
-                    if before[(r, machine_type)]
-                    < max(math.ceil(share * base[machine_type] - 1e-9), largest[(r, machine_type)])
-                }
+                rivals = {r for r in rivals if before[(r, machine_type)] < cap_of(r, machine_type)}
             if not rivals:
                 continue  # nobody else (that counts) waits for this type: no cap
-            cap = max(math.ceil(share * base[machine_type] - 1e-9), largest[key])
+            cap = cap_of(name, machine_type)
             if used[key] > cap:
                 self.out.append(
                     f"{dimension} {name}: holds {used[key]} {machine_type} nodes after this plan, "
