@@ -51,7 +51,7 @@ class WeightSettings:
     node_exponent: float = 0.0
     # x clamp((runtime_reference_s / estimate) ** runtime_exponent, 1/max, max) for
     # jobs with a runtime estimate (body or learned from finished jobs, see
-    # `optialloc.runtimes`): shorter jobs first, as far as the clamp allows. 0 = off.
+    # `optialloc.dispatch.runtimes`): shorter jobs first, as far as the clamp allows. 0 = off.
     runtime_exponent: float = 0.0
     runtime_reference_s: float = 3600.0
     runtime_max_factor: float = 4.0
@@ -129,7 +129,7 @@ class JobTimeLimit(Mapping[str, Any]):
     """One `job_time_limits` rule: jobs matching every given key get at most `seconds`.
 
     Read as a mapping (`seconds`, `suite`, `max_priority`, `min_priority`,
-    `machine_type`; unset keys absent) by the monitor (`optialloc.monitor`).
+    `machine_type`; unset keys absent) by the monitor (`optialloc.dispatch.monitor`).
     """
 
     seconds: float

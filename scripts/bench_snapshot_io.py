@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from optialloc.fixturegen import GenParams, generate
-from optialloc.snapshot_io import dump_snapshot, load_snapshot_document
+from optialloc.snapshots.fixturegen import GenParams, generate
+from optialloc.snapshots.io import dump_snapshot, load_snapshot_document
 
 
 def _median_s(repeat: int, action: Callable[[], Any]) -> tuple[float, float, Any]:

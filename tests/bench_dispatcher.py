@@ -37,14 +37,14 @@ import beanstalkc
 import yaml
 from bench_queue import start_beanstalkd  # one way to start it for every benchmark
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.queues import open_queue
 from optialloc.clock import RealClock
 from optialloc.config import Config
-from optialloc.dispatcher import Dispatcher, DispatcherSettings
+from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings
+from optialloc.dispatch.journal import Journal
 from optialloc.domain import Node
-from optialloc.journal import Journal
+from optialloc.inventory.embedded import EmbeddedInventory
 from optialloc.policy import default_policy
+from optialloc.queue import open_queue
 from optialloc.runners import CommandRunner
 from optialloc.teuthology import dump_body
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from paddles_server import FakePaddles
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.paddles_client import PaddlesClient
-from optialloc.adapters.paddles_inventory import PaddlesInventory
 from optialloc.domain import Node
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.inventory.paddles import PaddlesInventory
+from optialloc.inventory.paddles_client import PaddlesClient
 
 TYPES = {"smithi": 1500, "mira": 1000, "gibba": 500}
 

@@ -31,10 +31,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from optialloc.adapters import queue_store  # noqa: E402
-from optialloc.adapters.beanstalk_queue import BeanstalkQueue  # noqa: E402
-from optialloc.adapters.queue_beanstalk_wire import Wire  # noqa: E402
-from optialloc.adapters.queue_view import QueueView  # noqa: E402
+from optialloc.queue import store as queue_store  # noqa: E402
+from optialloc.queue.beanstalk import BeanstalkQueue  # noqa: E402
+from optialloc.queue.view import QueueView  # noqa: E402
+from optialloc.queue.wire import Wire  # noqa: E402
 
 #: Wall time per phase of the first tick, summed over its batches (seconds).
 PHASES: dict[str, float] = {}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from paddles_server import FakePaddles
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.paddles_client import PaddlesClient
-from optialloc.adapters.paddles_inventory import PaddlesInventory
 from optialloc.domain import Node
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.inventory.paddles import PaddlesInventory
+from optialloc.inventory.paddles_client import PaddlesClient
 
 #: 6 smithi (smithi006 down), 2 mira, 1 gibba.
 LAB = (

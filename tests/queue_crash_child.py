@@ -19,9 +19,10 @@ import signal
 import sqlite3
 import sys
 
-from optialloc.adapters import beanstalk_queue, queue_store
-from optialloc.adapters.beanstalk_queue import BeanstalkQueue
-from optialloc.adapters.queue_beanstalk_wire import Wire
+from optialloc.queue import beanstalk as beanstalk_queue
+from optialloc.queue import store as queue_store
+from optialloc.queue.beanstalk import BeanstalkQueue
+from optialloc.queue.wire import Wire
 
 
 def die() -> None:

@@ -13,8 +13,8 @@ import beanstalkc
 import yaml
 from conftest import FIXTURES
 
-from optialloc.adapters.beanstalk_queue import BeanstalkQueue
-from optialloc.adapters.embedded_queue import EmbeddedQueue
+from optialloc.queue.beanstalk import BeanstalkQueue
+from optialloc.queue.embedded import EmbeddedQueue
 
 COMPAT_BODY = (FIXTURES / "bodies" / "teuthology-compat.yaml").read_text()
 

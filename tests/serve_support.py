@@ -14,12 +14,12 @@ from typing import Any
 
 from conftest import REPO
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.embedded_queue import EmbeddedQueue
-from optialloc.dispatcher import Dispatcher, DispatcherSettings, TickReport
+from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings, TickReport
+from optialloc.dispatch.journal import Journal
 from optialloc.domain import Node
-from optialloc.journal import Journal
+from optialloc.inventory.embedded import EmbeddedInventory
 from optialloc.policy import default_policy
+from optialloc.queue.embedded import EmbeddedQueue
 from optialloc.runners import CommandRunner
 from optialloc.teuthology import dump_body
 

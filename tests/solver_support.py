@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+from optialloc.check.validator import validate_plan
 from optialloc.domain import Job, Node, Plan, RunningJob, Snapshot
 from optialloc.policy import Policy
 from optialloc.solver import solve
-from optialloc.validator import validate_plan
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

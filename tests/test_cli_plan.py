@@ -16,11 +16,11 @@ from conftest import FIXTURES, REPO
 import optialloc.solver
 from optialloc.cli import main
 from optialloc.cli.plan import dry_run
+from optialloc.cli.plan_report import format_solver, format_table, plan_to_dict
 from optialloc.domain import Hold, Plan, Snapshot, SolverStats, Start, Waiting, WaitReason
 from optialloc.errors import ExitCode
-from optialloc.plan_report import format_solver, format_table, plan_to_dict
 from optialloc.policy import Policy, load_policy
-from optialloc.snapshot_io import load_snapshot
+from optialloc.snapshots.io import load_snapshot
 from optialloc.solver import solve as real_solve
 
 SMALL = FIXTURES / "snapshots" / "small.yaml"

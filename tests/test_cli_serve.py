@@ -22,9 +22,9 @@ from serve_support import (
     wait_for,
 )
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.errors import ExitCode
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.queue.embedded import EmbeddedQueue
 from optialloc.runners.process import read_pid, wrapper_alive
 
 
@@ -174,7 +174,7 @@ def test_serve_with_no_config_runs_on_the_embedded_default(tmp_path: Path) -> No
     served = run("serve", "--exit-on-empty-queue", "--tick-seconds", "0.3")
     assert served.returncode == 0, served.stderr[-3000:]
     assert served.stderr.count("finished (exit 0)") == 2
-    from optialloc.journal import Journal
+    from optialloc.dispatch.journal import Journal
 
     journal = Journal(str(tmp_path / "state" / "journal.sqlite"))
     assert sorted((r.state, r.exit_status) for r in journal.all_rows()) == [
@@ -229,7 +229,7 @@ def test_serve_learns_runtimes_and_plan_dry_run_reads_them(tmp_path: Path) -> No
     config = _setup(tmp_path, jobs=2, duration="10.5", body_extra={"description": description})
     served = _run(config, "serve", "--exit-on-empty-queue")
     assert served.returncode == 0, served.stderr[-3000:]
-    from optialloc.runtimes import RuntimeHistory
+    from optialloc.dispatch.runtimes import RuntimeHistory
 
     history = RuntimeHistory(tmp_path / "state" / "runtimes.sqlite")
     assert history.runs(description) == 2

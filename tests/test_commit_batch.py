@@ -16,12 +16,12 @@ from queue_support import body, open_beanstalk, open_embedded
 from serve_support import lab_nodes, process_gone, wait_for
 from test_dispatcher import _dispatcher, _job, _plan
 
-from optialloc.adapters import queue_store
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.embedded_queue import EmbeddedQueue
+from optialloc.dispatch.journal import Journal
 from optialloc.errors import OptiallocError
-from optialloc.journal import Journal
+from optialloc.inventory.embedded import EmbeddedInventory
 from optialloc.ports import JobQueue, LaunchHandle
+from optialloc.queue import store as queue_store
+from optialloc.queue.embedded import EmbeddedQueue
 from optialloc.runners import CommandRunner
 from optialloc.runners.process import LaunchFailed, read_pid
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, REPO
 
-from optialloc.adapters.beanstalk_queue import BeanstalkQueue
-from optialloc.adapters.embedded_queue import EmbeddedQueue
-from optialloc.adapters.queues import open_queue, store_path
 from optialloc.config import CONFIG_ENV, Config, config_from_mapping, load_config
 from optialloc.errors import ConfigError, ExitCode
+from optialloc.queue import open_queue, store_path
+from optialloc.queue.beanstalk import BeanstalkQueue
+from optialloc.queue.embedded import EmbeddedQueue
 
 
 def write(tmp_path: Path, text: str) -> str:

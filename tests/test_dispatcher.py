@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from optialloc.dispatcher import Dispatcher, DispatcherSettings
+from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings
+from optialloc.dispatch.journal import Journal
 from optialloc.domain import Job, Node, Plan, SolverStats, Start
 from optialloc.errors import BackendUnavailable, LockBusy
-from optialloc.journal import Journal
 from optialloc.policy import default_policy
 from optialloc.ports import BuriedJob, LaunchHandle, TubeStats
 from optialloc.runners import LaunchFailed
@@ -354,7 +354,7 @@ def test_waiting_reasons_are_logged_only_when_they_change(caplog: pytest.LogCapt
     plan = replace(_plan(), waiting=waiting)
     d, *_ = _dispatcher([_job("1", 9)])
     d._solve = lambda s, p, explain=True: plan
-    with caplog.at_level(logging.INFO, logger="optialloc.dispatcher"):
+    with caplog.at_level(logging.INFO, logger="optialloc.dispatch.dispatcher"):
         d.tick()
         d.tick()
     lines = [r.getMessage() for r in caplog.records if "waits" in r.getMessage()]
@@ -382,7 +382,7 @@ def test_count_mode_lock_that_picks_other_nodes_is_recorded_and_used() -> None:
 
 
 def test_archive_path_follows_teuthology_and_never_leaves_the_base() -> None:
-    from optialloc.commit import archive_path_for
+    from optialloc.dispatch.commit import archive_path_for
 
     assert archive_path_for("/arch", _job("7", run="teuthology-2026-11-20_20:00:03-rados")) == (
         "/arch/teuthology-2026-11-20_20:00:03-rados/7"
@@ -430,6 +430,6 @@ def test_big_queue_is_explained_every_positions_every_s_and_decided_every_tick()
 
 
 def _real_validate(snapshot, policy, plan):  # type: ignore[no-untyped-def]
-    from optialloc.validator import validate_plan
+    from optialloc.check.validator import validate_plan
 
     return list(validate_plan(snapshot, policy, plan))

@@ -13,8 +13,8 @@ import pytest
 from conftest import FIXTURES, REPO
 
 from optialloc.errors import InputError
-from optialloc.fixturegen import GenParams, generate, params_from_mapping
-from optialloc.snapshot_io import load_snapshot, load_snapshot_document
+from optialloc.snapshots.fixturegen import GenParams, generate, params_from_mapping
+from optialloc.snapshots.io import load_snapshot, load_snapshot_document
 from optialloc.teuthology import parse_job
 
 RUN_NAME = re.compile(

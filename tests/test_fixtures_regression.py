@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, REPO
 
+from optialloc.check.validator import plan_objective, validate_plan
 from optialloc.domain import Plan, Snapshot, WaitReason
 from optialloc.policy import Policy, load_policy
-from optialloc.snapshot_io import load_snapshot
+from optialloc.snapshots.io import load_snapshot
 from optialloc.solver import solve
-from optialloc.validator import plan_objective, validate_plan
 
 SNAPSHOTS = FIXTURES / "snapshots"
 EXPECTED = SNAPSHOTS / "expected"

@@ -20,10 +20,10 @@ from typing import Any
 from inventory_support import paddles_client
 from paddles_server import FakePaddles
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.paddles_inventory import PaddlesInventory
 from optialloc.domain import Node
 from optialloc.errors import LockBusy
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.inventory.paddles import PaddlesInventory
 
 POOL = [f"smithi{i:03d}" for i in range(1, 11)]
 WORKERS = 4

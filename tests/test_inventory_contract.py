@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from inventory_support import LAB, Factory, backend
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.inventories import open_inventory
-from optialloc.adapters.paddles_inventory import PaddlesInventory
 from optialloc.config import Config
 from optialloc.errors import BackendUnavailable, Conflict, InputError, LockBusy, NotFound
+from optialloc.inventory import open_inventory
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.inventory.paddles import PaddlesInventory
 from optialloc.ports import Inventory
 
 

@@ -14,9 +14,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
 from optialloc.domain import Node
 from optialloc.errors import Conflict, LockBusy
+from optialloc.inventory.embedded import EmbeddedInventory
 
 NAMES = [f"n{i}" for i in range(6)]
 LOCKERS = ["optialloc@a", "alice@desk"]

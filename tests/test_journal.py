@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from optialloc.dispatch.journal import (
+    JOURNAL_FILE,
+    Journal,
+    job_from_json,
+    job_to_json,
+    last_positions,
+)
 from optialloc.domain import Job
-from optialloc.journal import JOURNAL_FILE, Journal, job_from_json, job_to_json, last_positions
 
 NOW = datetime(2026, 11, 24, 18, 0, 0, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
 from optialloc.errors import InputError
-from optialloc.lab import LabError, load_lab, load_lab_file, parse_lab
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.inventory.lab_file import LabError, load_lab, load_lab_file, parse_lab
 
 
 def test_demo_lab() -> None:

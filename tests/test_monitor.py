@@ -9,8 +9,8 @@ from pathlib import Path
 
 from serve_support import Lab, OffsetClock, process_gone, wait_for
 
+from optialloc.dispatch.monitor import lease_lost, time_limit
 from optialloc.domain import Job
-from optialloc.monitor import lease_lost, time_limit
 from optialloc.policy import default_policy
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ from conftest import free_port
 from inventory_support import fill_paddles, paddles_client
 from paddles_server import FakePaddles
 
-from optialloc.adapters.paddles_client import PaddlesError
-from optialloc.adapters.paddles_inventory import PaddlesInventory
 from optialloc.errors import BackendUnavailable, ConfigError, Conflict, LockBusy, NotFound
+from optialloc.inventory.paddles import PaddlesInventory
+from optialloc.inventory.paddles_client import PaddlesError
 
 US = "optialloc@test"
 

@@ -134,7 +134,7 @@ def test_usage_penalty_worsens_heavy_users() -> None:
 def test_job_time_limits_load_and_drive_the_monitor(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from optialloc.monitor import time_limit
+    from optialloc.dispatch.monitor import time_limit
     from optialloc.teuthology import parse_job
 
     path = tmp_path / "limits.yaml"

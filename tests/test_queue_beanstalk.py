@@ -23,8 +23,8 @@ from queue_support import (
     server_counts,
 )
 
-from optialloc.adapters.beanstalk_queue import BeanstalkQueue
 from optialloc.errors import BackendUnavailable
+from optialloc.queue.beanstalk import BeanstalkQueue
 
 pytestmark = pytest.mark.beanstalkd
 
@@ -139,7 +139,7 @@ def test_outage_is_logged_once_and_raises_with_the_fix(beanstalkd, tmp_path: Pat
     raw_put(beanstalkd.port, "smithi", body("x"), priority=100)
     assert len(queue.pending()) == 1
     beanstalkd.stop(kill=True)
-    caplog.set_level(logging.WARNING, logger="optialloc.adapters.beanstalk_queue")
+    caplog.set_level(logging.WARNING, logger="optialloc.queue.beanstalk")
     for _ in range(3):
         with pytest.raises(BackendUnavailable) as excinfo:
             queue.pending()
@@ -201,7 +201,7 @@ def test_dispatcher_mode_serves_stored_jobs_through_an_outage(
         raw_put(beanstalkd.port, "smithi", body(f"t{i}"), priority=100)
     assert len(queue.pending()) == 3
     beanstalkd.stop(kill=True)
-    caplog.set_level(logging.WARNING, logger="optialloc.adapters.beanstalk_queue")
+    caplog.set_level(logging.WARNING, logger="optialloc.queue.beanstalk")
     for _ in range(3):  # ticks go on with what the store holds
         jobs = queue.pending()
         assert [marker_of(j.description) for j in jobs] == ["t0", "t1", "t2"]

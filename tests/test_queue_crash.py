@@ -17,8 +17,8 @@ import pytest
 import yaml
 from queue_support import body, marker_of, raw_put, server_counts
 
-from optialloc.adapters.beanstalk_queue import BeanstalkQueue
-from optialloc.adapters.queue_store import QueueStore
+from optialloc.queue.beanstalk import BeanstalkQueue
+from optialloc.queue.store import QueueStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.beanstalkd]
 
@@ -102,7 +102,7 @@ def test_external_kill_9_and_beanstalkd_restart_mid_run(beanstalkd, tmp_path: Pa
     store = tmp_path / "store.sqlite"
     loop = (
         "import sys\n"
-        "from optialloc.adapters.beanstalk_queue import BeanstalkQueue\n"
+        "from optialloc.queue.beanstalk import BeanstalkQueue\n"
         "q = BeanstalkQueue(sys.argv[1], '127.0.0.1', int(sys.argv[2]), retry_s=30)\n"
         "while True:\n"
         "    for job in q.pending()[:7]:\n"

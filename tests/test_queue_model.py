@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 from queue_support import body, marker_of
 
-from optialloc.adapters import queue_view
-from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.errors import NotFound
+from optialloc.queue import view as queue_view
+from optialloc.queue.embedded import EmbeddedQueue
 
 
 class QueueModel(RuleBasedStateMachine):

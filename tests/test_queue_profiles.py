@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from solver_support import job, nodes, snapshot
 
 from optialloc.policy import default_policy, policy_from_mapping, weight_bucket
-from optialloc.queue_profiles import PROFILE, jobs_by_id, profile_groups
+from optialloc.profiles import PROFILE, jobs_by_id, profile_groups
 from optialloc.solver.lab import build_lab
 
 

@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optialloc.adapters import queue_scan
-from optialloc.adapters.queue_scan import FIELDS, scan_fields
 from optialloc.errors import JobParseError
+from optialloc.queue import scan as queue_scan
+from optialloc.queue.scan import FIELDS, scan_fields
 from optialloc.teuthology import parse_job
 
 QUEUED = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)

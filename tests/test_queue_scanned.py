@@ -12,12 +12,13 @@ import pytest
 import yaml
 from queue_support import body, marker_of, open_beanstalk, raw, raw_put
 
-from optialloc.adapters import queue_db, queue_store
-from optialloc.adapters.embedded_queue import EmbeddedQueue
-from optialloc.adapters.queue_lazy import LazyBody
-from optialloc.adapters.queue_validate import check_all
 from optialloc.errors import JobParseError
-from optialloc.yaml_compact import dump_compact
+from optialloc.queue import db as queue_db
+from optialloc.queue import store as queue_store
+from optialloc.queue.embedded import EmbeddedQueue
+from optialloc.queue.lazy import LazyBody
+from optialloc.queue.validate import check_all
+from optialloc.snapshots.compact import dump_compact
 
 # Scheduling fields fine, but not YAML: `a: b: c` is refused by every YAML parser.
 BROKEN = body("broken") + "extra:\n  a: b: c\n"
@@ -164,7 +165,7 @@ def test_big_ingest_in_batches_gives_the_jobs_the_full_parse_gives(
     beanstalkd, tmp_path: Path, scan_everything: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several batches, deletes overlapping the next batch, scanned bodies: the same jobs."""
-    from optialloc.adapters import beanstalk_queue
+    from optialloc.queue import beanstalk as beanstalk_queue
     from optialloc.teuthology import parse_job
 
     monkeypatch.setattr(beanstalk_queue, "BATCH", 20)

@@ -11,7 +11,7 @@ from conftest import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optialloc.adapters import queue_yaml
+from optialloc.queue import fast_yaml as queue_yaml
 
 # Strings YAML 1.1 would read as something else when plain: bools, nulls, numbers, dates, ...
 TRICKY = [

@@ -10,10 +10,10 @@ import pytest
 from conftest import free_port
 from paddles_server import FakePaddles
 
-from optialloc.adapters.inventories import open_reporter
-from optialloc.adapters.paddles_reporter import NullReporter, PaddlesReporter
 from optialloc.config import Config
 from optialloc.domain import Job
+from optialloc.inventory import open_reporter
+from optialloc.inventory.reporter import NullReporter, PaddlesReporter
 from optialloc.ports import Reporter
 
 RUN = "teuthology-2026-11-20_20:00:03-rados-main-distro-default-smithi"
@@ -117,6 +117,6 @@ def test_an_html_error_page_is_logged_never_raised(
 
 
 def test_null_reporter_only_logs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="optialloc.adapters.paddles_reporter"):
+    with caplog.at_level(logging.DEBUG, logger="optialloc.inventory.reporter"):
         NullReporter().report(job(), "running", targets={"ubuntu@a": "k"})
     assert "job 17" in caplog.text and "running" in caplog.text

@@ -1,4 +1,4 @@
-"""Runtime estimates: learned per description (`optialloc.runtimes`), carried by the
+"""Runtime estimates: learned per description (`optialloc.dispatch.runtimes`), carried by the
 snapshot, weighed by the policy (`weights.runtime_exponent`), checked by the validator,
 and learned by the real dispatcher from the jobs it runs (in the simulator)."""
 
@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from solver_support import T0, job, nodes
 
+from optialloc.check.validator import validate_plan
+from optialloc.dispatch.runtimes import MIN_RUNTIME_S, RuntimeHistory
 from optialloc.domain import RunningJob, Snapshot
 from optialloc.errors import BackendUnavailable, PolicyError
 from optialloc.policy import (
@@ -21,14 +23,12 @@ from optialloc.policy import (
     runtime_factor,
     weight_bucket,
 )
-from optialloc.runtimes import MIN_RUNTIME_S, RuntimeHistory
 from optialloc.sim.engine import simulate
 from optialloc.sim.generate import WeekParams, generate
 from optialloc.sim.optialloc_sched import OptiallocScheduler
 from optialloc.sim.scenario import lab_nodes
-from optialloc.snapshot_io import snapshot_from_mapping, snapshot_to_mapping
+from optialloc.snapshots.io import snapshot_from_mapping, snapshot_to_mapping
 from optialloc.solver import solve
-from optialloc.validator import validate_plan
 from tests.conftest import FIXTURES
 
 DESC_A = "rados/thrash/{clusters/fixed-1 tasks/radosbench}"

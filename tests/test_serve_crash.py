@@ -4,7 +4,7 @@ After each crash a fresh `optialloc serve --exit-on-empty-queue` must finish
 the work with every job run exactly once (from the jobs' own records), no
 node used twice at once, no lock left and nothing left claimed in the queue.
 Crash points are injected with `OPTIALLOC_CRASH_AT=<step>:<n>` (see
-`optialloc.commit`); random kills use SIGKILL from the test.
+`optialloc.dispatch.commit`); random kills use SIGKILL from the test.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from serve_support import (
     serve_cmd,
 )
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.embedded_queue import EmbeddedQueue
-from optialloc.commit import STEPS
-from optialloc.journal import Journal
+from optialloc.dispatch.commit import STEPS
+from optialloc.dispatch.journal import Journal
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.queue.embedded import EmbeddedQueue
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import yaml
 from conftest import FIXTURES, REPO
 from serve_support import assert_no_overlap, read_records, record_command
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.queue_store import QueueStore
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.queue.store import QueueStore
 
 pytestmark = pytest.mark.beanstalkd
 

@@ -29,8 +29,8 @@ from serve_support import (
     wait_for,
 )
 
-from optialloc.adapters.embedded_queue import EmbeddedQueue
-from optialloc.journal import Journal
+from optialloc.dispatch.journal import Journal
+from optialloc.queue.embedded import EmbeddedQueue
 from optialloc.teuthology import dump_body
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from optialloc.domain import InvalidJob
 from optialloc.errors import ExitCode, InputError
-from optialloc.fixturegen import GenParams, generate
-from optialloc.snapshot_io import (
+from optialloc.snapshots.compact import MERGE, dump_compact, merge_common
+from optialloc.snapshots.fixturegen import GenParams, generate
+from optialloc.snapshots.io import (
     SnapshotFileError,
     dump_snapshot,
     load_snapshot,
@@ -26,7 +27,6 @@ from optialloc.snapshot_io import (
     snapshot_from_mapping,
     snapshot_to_mapping,
 )
-from optialloc.yaml_compact import MERGE, dump_compact, merge_common
 
 SNAPSHOTS = FIXTURES / "snapshots"
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import yaml
 from conftest import REPO
 
-from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.config import Config
+from optialloc.dispatch.journal import Journal
+from optialloc.dispatch.snapshotter import live_snapshot
 from optialloc.domain import Job
-from optialloc.journal import Journal
-from optialloc.snapshot_io import load_snapshot_document
-from optialloc.snapshotter import live_snapshot
+from optialloc.queue.embedded import EmbeddedQueue
+from optialloc.snapshots.io import load_snapshot_document
 from optialloc.teuthology import dump_body
 
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from solver_support import T0, job
 
+from optialloc.check.validator import plan_objective, validate_plan
 from optialloc.domain import (
     Job,
     Node,
@@ -24,7 +25,6 @@ from optialloc.domain import (
 )
 from optialloc.policy import Policy, policy_from_mapping
 from optialloc.solver import solve
-from optialloc.validator import plan_objective, validate_plan
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

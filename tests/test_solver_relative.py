@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from solver_support import T0, job, nodes
 
+from optialloc.check.validator import validate_plan
 from optialloc.domain import Job, Plan, RunningJob, Snapshot
 from optialloc.errors import PolicyError
 from optialloc.policy import Policy, policy_from_mapping, reservation_threshold_s
 from optialloc.solver import solve
-from optialloc.validator import validate_plan
 
 #: a lab where PR work starves after 1.5 h, a priority-500 job after 17 h, a nightly after 48 h
 RULES = {"after_hours": 48.0, "priority_scaled": True, "priority_exponent": 1.5}

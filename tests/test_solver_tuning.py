@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from solver_support import T0, job, nodes
 
+from optialloc.check.validator import validate_plan
 from optialloc.domain import Plan, RunningJob, Snapshot, Start, Waiting
 from optialloc.errors import PolicyError
 from optialloc.policy import (
@@ -23,7 +24,6 @@ from optialloc.policy import (
     runtime_estimate_s,
 )
 from optialloc.solver import solve
-from optialloc.validator import validate_plan
 
 NO_CAPS = {"owner_max_share": 1.0, "run_max_share": 1.0}
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from optialloc.dispatch.usage import HALF_LIFE_S, UsageMeter
 from optialloc.domain import Job, RunningJob
-from optialloc.usage import HALF_LIFE_S, UsageMeter
 
 T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 

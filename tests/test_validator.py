@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from solver_support import T0, job, nodes, snapshot
 
+from optialloc.check.validator import plan_objective, validate_plan
 from optialloc.domain import Hold, Node, Plan, RunningJob, SolverStats, Start, Waiting, WaitReason
 from optialloc.policy import job_weight, policy_from_mapping
 from optialloc.solver import solve
-from optialloc.validator import plan_objective, validate_plan
 
 POLICY = policy_from_mapping(
     {

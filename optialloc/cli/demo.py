@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from optialloc.demo import format_summary, run_demo
+from optialloc.cli.demo_run import format_summary, run_demo
 
 DESCRIPTION = """\
 Run the main job on a demo lab: queue a few dozen jobs of different sizes,

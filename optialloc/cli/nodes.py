@@ -13,14 +13,14 @@ import json
 from collections import Counter
 from dataclasses import asdict
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory, UsageRow
-from optialloc.adapters.inventories import inventory_path, open_embedded, open_inventory
-from optialloc.adapters.paddles_inventory import PaddlesInventory
 from optialloc.cli.tables import table
 from optialloc.config import Config, load_config, with_overrides
 from optialloc.domain import Node
 from optialloc.errors import Conflict, ExitCode, InputError, NotFound
-from optialloc.lab import load_lab_file
+from optialloc.inventory import inventory_path, open_embedded, open_inventory
+from optialloc.inventory.embedded import EmbeddedInventory, UsageRow
+from optialloc.inventory.lab_file import load_lab_file
+from optialloc.inventory.paddles import PaddlesInventory
 
 EPILOG = """\
 examples:

@@ -19,12 +19,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from optialloc.cli.plan_report import format_plan, plan_to_dict
 from optialloc.config import load_config
 from optialloc.domain import Plan, Snapshot
 from optialloc.errors import ExitCode
-from optialloc.plan_report import format_plan, plan_to_dict
 from optialloc.policy import Policy, load_policy
-from optialloc.snapshot_io import dump_snapshot, load_snapshot_document
+from optialloc.snapshots.io import dump_snapshot, load_snapshot_document
 
 EXAMPLES = """\
 examples:
@@ -70,7 +70,7 @@ def dry_run(
 
         solve_fn = solve
     if validate_fn is None:
-        from optialloc.validator import validate_plan
+        from optialloc.check.validator import validate_plan
 
         validate_fn = validate_plan
     plan = solve_fn(snapshot, policy)
@@ -143,7 +143,7 @@ def handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.snapshot is None:
         # The live lab, read through the same config as `serve` (changes nothing).
-        from optialloc.snapshotter import live_snapshot
+        from optialloc.dispatch.snapshotter import live_snapshot
 
         snapshot, runtimes, source = live_snapshot(config), None, "the live lab"
     else:

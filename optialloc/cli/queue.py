@@ -15,14 +15,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from optialloc.adapters.embedded_queue import EmbeddedQueue
-from optialloc.adapters.queue_store import Row
-from optialloc.adapters.queues import open_queue
 from optialloc.cli.tables import table
 from optialloc.config import load_config
+from optialloc.dispatch.journal import last_positions
 from optialloc.errors import Conflict, InputError, NotFound
-from optialloc.journal import last_positions
 from optialloc.ports import BuriedJob, JobQueue, TubeStats
+from optialloc.queue import open_queue
+from optialloc.queue.embedded import EmbeddedQueue
+from optialloc.queue.store import Row
 
 #: How long the CLI retries an unreachable beanstalkd before giving up (seconds).
 CLI_RETRY_S = 3.0

@@ -1,11 +1,11 @@
-"""`optialloc serve`: run the lab's one dispatcher (see `optialloc.serve`)."""
+"""`optialloc serve`: run the lab's one dispatcher (see `optialloc.dispatch.serve`)."""
 
 from __future__ import annotations
 
 import argparse
 
 from optialloc.config import load_config, with_overrides
-from optialloc.serve import serve
+from optialloc.dispatch.serve import serve
 
 DESCRIPTION = """\
 Serve the lab: every tick, snapshot the queue, the nodes and the running jobs,

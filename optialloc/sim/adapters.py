@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from optialloc.dispatch.journal import DispatchRow, Journal
+from optialloc.dispatch.journal import _row as journal_row
 from optialloc.domain import Job, Node
 from optialloc.errors import Conflict, JobParseError, LockBusy, NotFound
-from optialloc.journal import DispatchRow, Journal
-from optialloc.journal import _row as journal_row
 from optialloc.ports import BuriedJob, LaunchHandle, TubeStats
 from optialloc.teuthology import parse_job
 

@@ -34,8 +34,13 @@ from typing import Any
 import yaml
 
 from optialloc.errors import InputError
-from optialloc.fixturegen_bodies import description_for, job_body, run_name, run_shared_parts
 from optialloc.sim.model import DEFAULT_ORIGIN, SimJob
+from optialloc.snapshots.fixturegen_bodies import (
+    description_for,
+    job_body,
+    run_name,
+    run_shared_parts,
+)
 
 HOUR = 3600.0
 DAY = 86400.0

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from optialloc.dispatcher import Dispatcher, DispatcherSettings
+from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings
 from optialloc.domain import Node
 from optialloc.policy import Policy
 from optialloc.sim.adapters import SimClock, SimInventory, SimJournal, SimQueue, SimRunner
@@ -136,8 +136,8 @@ class OptiallocScheduler:
         """Save the rejected tick's snapshot for `optialloc plan --snapshot` (first 20 only)."""
         if not self.dump_rejected or self.rejected > 20:
             return
-        from optialloc.snapshot_io import dump_snapshot
-        from optialloc.snapshotter import take_snapshot
+        from optialloc.dispatch.snapshotter import take_snapshot
+        from optialloc.snapshots.io import dump_snapshot
 
         # nothing started in a rejected tick: the state now is the state it solved
         snap = take_snapshot(self.queue, self.inventory, self.dispatcher.running_jobs(), self.clock)

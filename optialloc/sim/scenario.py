@@ -73,7 +73,7 @@ class Outcome:
 
 def lab_nodes(path: str) -> list[Node]:
     """The up nodes of a lab YAML file."""
-    from optialloc.lab import load_lab
+    from optialloc.inventory.lab_file import load_lab
 
     nodes = [n for n in load_lab(path) if n.up]
     if not nodes:
@@ -161,7 +161,7 @@ def make_scheduler(kind: str, spec: str, scenario: Scenario, load: Workload) -> 
     """A fresh scheduler: kind 'baseline' (spec = its name) or 'policy' (spec = a policy file)."""
     if kind == "baseline":
         return make_baseline(spec, seed=scenario.seed, max_job_time=scenario.max_job_time)
-    from optialloc.dispatcher import DispatcherSettings
+    from optialloc.dispatch.dispatcher import DispatcherSettings
     from optialloc.policy import load_policy
     from optialloc.sim.optialloc_sched import OptiallocScheduler
 

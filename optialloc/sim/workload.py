@@ -176,7 +176,7 @@ def read_snapshot(path: str | Path, default_runtime: float | None = None) -> Wor
     Every queued and running job needs a `runtime` (seconds) in the file, or
     `default_runtime`; a running job past its runtime ends at time 0.
     """
-    from optialloc.snapshot_io import load_snapshot_document
+    from optialloc.snapshots.io import load_snapshot_document
 
     document = load_snapshot_document(path)
     snap = document.snapshot

@@ -35,7 +35,7 @@ from optialloc.policy import (
     weight_bucket,
     weight_units,
 )
-from optialloc.queue_profiles import LAST_IN_SUITE_FIELD, RUN_FIELD, Profile, profile_groups
+from optialloc.profiles import LAST_IN_SUITE_FIELD, RUN_FIELD, Profile, profile_groups
 
 PoolKey = tuple[str | None, ...]
 _QUEUED_AT = attrgetter("queued_at")
@@ -180,7 +180,7 @@ def _scan(lab: LabView) -> None:
 
     This runs over every queued job each tick (20,000 at Sepia scale), so the
     per-job work is a few passes done in C (`map`, comprehensions) on top of
-    the queue's grouping by profile (`optialloc.queue_profiles`, shared with
+    the queue's grouping by profile (`optialloc.profiles`, shared with
     the validator); a profile is split further only where its members differ
     in aging step or estimate bucket, and everything else is per group.
     """

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from optialloc.adapters import queue_yaml as fast_yaml
-from optialloc.adapters.queue_scan import FIELDS, scan_fields
 from optialloc.domain import Job
 from optialloc.errors import JobParseError
+from optialloc.queue import fast_yaml
+from optialloc.queue.scan import FIELDS, scan_fields
 from optialloc.teuthology import MAX_BODY_BYTES, load_body, parse_job
 
 if TYPE_CHECKING:
-    from optialloc.adapters.queue_lazy import LazyBody
+    from optialloc.queue.lazy import LazyBody
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 @functools.cache
 def _lazy_body_class() -> type[LazyBody]:
     """`queue_lazy.LazyBody`, imported once (it imports this module; an import per body costs)."""
-    from optialloc.adapters.queue_lazy import LazyBody as lazy
+    from optialloc.queue.lazy import LazyBody as lazy
 
     return lazy
 
@@ -218,7 +218,7 @@ def build_job(
     """
     when = from_epoch(queued_at)
     if fields_json is not None:
-        from optialloc.adapters.queue_lazy import LazyBody  # imports this module
+        from optialloc.queue.lazy import LazyBody  # imports this module
 
         fields = json.loads(fields_json)
         job = parse_job(fields, job_id=job_id, queued_at=when, tube=tube, priority=priority)

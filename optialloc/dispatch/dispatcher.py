@@ -3,7 +3,7 @@
 All I/O goes through the ports (`JobQueue`, `Inventory`, `Runner`, `Clock`,
 `Reporter`) and the `Journal`, so `serve` and the what-if simulator run this
 same class. `reconcile()` must run before the first tick (`tick()` runs it if
-it was not); see `optialloc.reconcile`, `optialloc.commit` and
+it was not); see `optialloc.dispatch.reconcile`, `optialloc.dispatch.commit` and
 docs/reliability.md for the crash-safety argument.
 
 One tick:
@@ -15,7 +15,7 @@ One tick:
 3. snapshot queue, nodes and running jobs; solve with `policy`; validate the
    Plan (a Plan with violations is refused: nothing starts this tick);
 4. commit the Starts (claim, lock, launch), each step for all of them
-   together (`optialloc.commit_tick`); one job's failure never stops the
+   together (`optialloc.dispatch.commit_batch`); one job's failure never stops the
    others.
 Every decision is logged; waiting reasons only when they change.
 """
@@ -30,19 +30,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import attrgetter
 
-from optialloc.commit import finish, settle_row
-from optialloc.commit_tick import commit_starts
+from optialloc.dispatch.commit import finish, settle_row
+from optialloc.dispatch.commit_batch import commit_starts
+from optialloc.dispatch.journal import Journal
+from optialloc.dispatch.monitor import lease_lost, time_limit
+from optialloc.dispatch.reconcile import reconcile, retry_orphans
+from optialloc.dispatch.runtimes import RuntimeHistory
+from optialloc.dispatch.snapshotter import take_snapshot
+from optialloc.dispatch.usage import HISTORY_S, UsageMeter
 from optialloc.domain import Job, Node, Plan, RunningJob, Snapshot, Waiting, WaitReason
 from optialloc.errors import BackendUnavailable
-from optialloc.journal import Journal
-from optialloc.monitor import lease_lost, time_limit
 from optialloc.policy import Policy
 from optialloc.ports import Clock, Inventory, JobQueue, LaunchHandle, Reporter, Runner
-from optialloc.queue_profiles import jobs_by_id
-from optialloc.reconcile import reconcile, retry_orphans
-from optialloc.runtimes import RuntimeHistory
-from optialloc.snapshotter import take_snapshot
-from optialloc.usage import HISTORY_S, UsageMeter
+from optialloc.profiles import jobs_by_id
 
 log = logging.getLogger(__name__)
 _JOB_ID = attrgetter("job_id")
@@ -115,7 +115,7 @@ def _default_solve(snapshot: Snapshot, policy: Policy, *, explain: bool = True) 
 
 
 def _default_validate(snapshot: Snapshot, policy: Policy, plan: Plan) -> list[str]:
-    from optialloc.validator import validate_plan
+    from optialloc.check.validator import validate_plan
 
     return list(validate_plan(snapshot, policy, plan))
 
@@ -198,7 +198,7 @@ class Dispatcher:
 
     # -- the tick --------------------------------------------------------
     def reconcile(self) -> list[str]:
-        """Start-up repair (see `optialloc.reconcile`); returns what was repaired."""
+        """Start-up repair (see `optialloc.dispatch.reconcile`); returns what was repaired."""
         repairs = reconcile(self)
         pruned = self.journal.prune(self.clock.now() - timedelta(days=self.settings.journal_days))
         if pruned:
@@ -379,7 +379,8 @@ class Dispatcher:
             assert job is not None
             used.update(start.nodes)
             accepted.append((job, [nodes[n] for n in start.nodes]))
-        # all of the tick's starts go through each step together (see optialloc.commit_tick)
+        # all of the tick's starts go through each step together
+        # (see optialloc.dispatch.commit_batch)
         for job, ok, outcome in commit_starts(self, accepted, tick):
             if ok:
                 report.started.append(job.job_id)

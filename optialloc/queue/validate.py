@@ -8,7 +8,7 @@ arrive, in another process so that the tick that took them in is not slowed
 down, and buries the bad ones with their reason.
 
 `BackgroundValidator.start_if_needed()` starts `python -m
-optialloc.adapters.queue_validate STORE` when the store has unchecked rows
+optialloc.queue.validate STORE` when the store has unchecked rows
 and no such process of this adapter is running. If the process dies, the
 rows stay unchecked: the next start, or the claims, parse them.
 """
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 import optialloc
-from optialloc.adapters.queue_store import QueueStore
+from optialloc.queue.store import QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class BackgroundValidator:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "optialloc.adapters.queue_validate", self._store.path],
+                [sys.executable, "-m", "optialloc.queue.validate", self._store.path],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -97,7 +97,7 @@ class BackgroundValidator:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m optialloc.adapters.queue_validate STORE.sqlite", file=sys.stderr)
+        print("usage: python -m optialloc.queue.validate STORE.sqlite", file=sys.stderr)
         return 3
     store = QueueStore(args[0])
     try:

@@ -22,10 +22,10 @@ import logging
 import time
 from collections.abc import Sequence
 
-from optialloc.adapters.queue_body import Checked, build_job, check_body, check_many, scan_many
-from optialloc.adapters.queue_db import COLUMNS, NewJob, Row, StoreBase
 from optialloc.domain import Job
 from optialloc.errors import JobParseError, NotFound
+from optialloc.queue.body import Checked, build_job, check_body, check_many, scan_many
+from optialloc.queue.db import COLUMNS, NewJob, Row, StoreBase
 
 __all__ = ["SCAN_AT", "NewJob", "QueueStore", "Row"]
 

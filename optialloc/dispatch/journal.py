@@ -13,7 +13,7 @@ none; `disposition`: delete, bury, release or none for the queue entry) and is
 `settled` once that was done. Every transition is committed before the
 caller's next side effect. `intents` and `advance_many` write the rows of a
 tick's whole batch of starts in one transaction (all or none), which is what
-makes committing many starts per tick cheap (see `optialloc.commit_tick`).
+makes committing many starts per tick cheap (see `optialloc.dispatch.commit_batch`).
 
 The journal also keeps the last Plan's waiting positions and reasons
 (`last_plan`), read by `optialloc queue list` through `last_positions`.

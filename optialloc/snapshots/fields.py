@@ -1,6 +1,6 @@
 """Checked field readers for snapshot files: every error names its path in the file.
 
-`optialloc.snapshot_io` walks a loaded snapshot with a `FieldReader`, which
+`optialloc.snapshots.io` walks a loaded snapshot with a `FieldReader`, which
 turns each malformed value into a `SnapshotFileError` whose `field` is the
 path (`queue[12].queued_at`) and whose message says the fix, and parses job
 bodies through a `JobCache`, so a body shared by many entries is parsed once.
@@ -18,7 +18,7 @@ from optialloc.domain import Job, utc
 from optialloc.errors import InputError, JobParseError
 from optialloc.teuthology import parse_job, parse_timestamp
 
-log = logging.getLogger("optialloc.snapshot_io")
+log = logging.getLogger("optialloc.snapshots.io")
 
 
 class SnapshotFileError(InputError):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 
-from optialloc.adapters.embedded_inventory import EmbeddedInventory
-from optialloc.adapters.paddles_client import PaddlesClient
-from optialloc.adapters.paddles_inventory import PaddlesInventory
-from optialloc.adapters.paddles_reporter import REPORT_TIMEOUT_S, NullReporter, PaddlesReporter
 from optialloc.config import Config
-from optialloc.lab import load_lab_file
+from optialloc.inventory.embedded import EmbeddedInventory
+from optialloc.inventory.lab_file import load_lab_file
+from optialloc.inventory.paddles import PaddlesInventory
+from optialloc.inventory.paddles_client import PaddlesClient
+from optialloc.inventory.reporter import REPORT_TIMEOUT_S, NullReporter, PaddlesReporter
 
 log = logging.getLogger(__name__)
 

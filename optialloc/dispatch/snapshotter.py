@@ -44,13 +44,13 @@ def take_snapshot(
 
 def live_snapshot(config: object) -> Snapshot:
     """Snapshot of the lab `config` (an `optialloc.config.Config`) points at; read-only."""
-    from optialloc.adapters.inventories import open_inventory
-    from optialloc.adapters.queues import open_queue
     from optialloc.clock import RealClock
     from optialloc.config import Config
-    from optialloc.journal import JOURNAL_FILE, Journal
-    from optialloc.runtimes import RUNTIMES_FILE, RuntimeHistory
-    from optialloc.usage import HISTORY_S, UsageMeter
+    from optialloc.dispatch.journal import JOURNAL_FILE, Journal
+    from optialloc.dispatch.runtimes import RUNTIMES_FILE, RuntimeHistory
+    from optialloc.dispatch.usage import HISTORY_S, UsageMeter
+    from optialloc.inventory import open_inventory
+    from optialloc.queue import open_queue
 
     assert isinstance(config, Config)
     running: list[RunningJob] = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 
-from optialloc.adapters.beanstalk_queue import BeanstalkQueue
-from optialloc.adapters.embedded_queue import EmbeddedQueue
 from optialloc.config import Config
 from optialloc.ports import JobQueue
+from optialloc.queue.beanstalk import BeanstalkQueue
+from optialloc.queue.embedded import EmbeddedQueue
 
 
 def store_path(config: Config) -> str:

@@ -6,11 +6,11 @@ re-derives every rule from docs/policy.md on its own: node states and
 compatibility, one machine type per job, capacity, paused tubes, last_in_suite,
 reservations (held nodes never go to other jobs, except to a job that ends
 by its runtime estimate before the reservation's shadow time, with
-`reservations.backfill`; see `optialloc.backfill_check`), fairness caps (with
+`reservations.backfill`; see `optialloc.check.backfill`), fairness caps (with
 `peers_only`, only against equally or more urgent rivals) and the objective.
 Only the weight definition (`optialloc.policy.job_weight`) is shared with the
 solver, because it *is* the definition, and the grouping of the queue by
-profile (`optialloc.queue_profiles`: a dict of lists, computed once per
+profile (`optialloc.profiles`: a dict of lists, computed once per
 snapshot for both).
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
 
-from optialloc.backfill_check import fits as _fits
-from optialloc.backfill_check import home_type, shadow_time
+from optialloc.check.backfill import fits as _fits
+from optialloc.check.backfill import home_type, shadow_time
 from optialloc.domain import Job, Node, Plan, Snapshot, WaitReason
 from optialloc.policy import (
     Policy,
@@ -38,7 +38,7 @@ from optialloc.policy import (
     reservation_threshold_s,
     runtime_estimate_s,
 )
-from optialloc.queue_profiles import jobs_by_id, profile_groups
+from optialloc.profiles import jobs_by_id, profile_groups
 
 _QUEUED_AT = attrgetter("queued_at")
 _JOB_ID = attrgetter("job_id")
@@ -68,7 +68,7 @@ def _can_ever_run(job: Job, snapshot: Snapshot, policy: Policy) -> bool:
 
 
 class _Profile:
-    """Queued jobs sharing a profile (`optialloc.queue_profiles`): a representative,
+    """Queued jobs sharing a profile (`optialloc.profiles`): a representative,
     the members, the oldest."""
 
     __slots__ = ("eligible", "job", "members", "oldest", "valid")

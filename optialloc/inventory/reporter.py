@@ -16,9 +16,9 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-from optialloc.adapters.paddles_client import PaddlesClient, PaddlesError
 from optialloc.domain import Job
 from optialloc.errors import OptiallocError
+from optialloc.inventory.paddles_client import PaddlesClient, PaddlesError
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from datetime import datetime
 
 from tqdm import tqdm
 
-from optialloc.adapters.queues import open_queue
 from optialloc.config import Config
-from optialloc.dispatcher import TickReport
-from optialloc.journal import JOURNAL_FILE, Journal
-from optialloc.serve import serve
+from optialloc.dispatch.dispatcher import TickReport
+from optialloc.dispatch.journal import JOURNAL_FILE, Journal
+from optialloc.dispatch.serve import serve
+from optialloc.queue import open_queue
 from optialloc.teuthology import dump_body, tube_for
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def run_demo(
         serve(config, exit_on_empty_queue=True, on_tick=on_tick)
     finally:
         bar.close()
-    from optialloc.adapters.inventories import open_inventory
+    from optialloc.inventory import open_inventory
 
     inventory = open_inventory(config)
     up = sum(1 for node in inventory.nodes() if node.up)

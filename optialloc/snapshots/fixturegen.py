@@ -30,7 +30,7 @@ from typing import Any
 
 from optialloc.domain import InvalidJob, Job, Node, RunningJob, Snapshot
 from optialloc.errors import InputError, JobParseError
-from optialloc.fixturegen_bodies import (
+from optialloc.snapshots.fixturegen_bodies import (
     BRANCHES,
     NODE_OS,
     NODE_WEIGHTS,

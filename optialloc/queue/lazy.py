@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from optialloc.adapters.queue_body import load_mapping
+from optialloc.queue.body import load_mapping
 
 
 class LazyBody(dict[str, Any]):
@@ -118,7 +118,7 @@ for _dumper in (yaml.SafeDumper, yaml.Dumper, getattr(yaml, "CSafeDumper", None)
     if _dumper is not None:
         _dumper.add_representer(LazyBody, _represent)
 try:  # the compact snapshot dumper copies its table when imported: register there too
-    from optialloc.yaml_compact import CompactDumper
+    from optialloc.snapshots.compact import CompactDumper
 
     CompactDumper.add_representer(LazyBody, _represent)
 except ImportError:  # pragma: no cover - yaml_compact is part of optialloc

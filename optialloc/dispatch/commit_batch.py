@@ -1,6 +1,6 @@
 """Committing one tick's Starts together: each step done for the whole batch at once.
 
-Every job goes through the journal states of `optialloc.commit` in the same
+Every job goes through the journal states of `optialloc.dispatch.commit` in the same
 order; what is shared is the transaction, not the state:
 
     journal intent (all, one transaction) -> queue.claim (all, one store
@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from optialloc.commit import archive_path_for, crash_point, fail_attempt
+from optialloc.dispatch.commit import archive_path_for, crash_point, fail_attempt
 from optialloc.domain import Job, Node
 from optialloc.errors import BackendUnavailable, OptiallocError
 from optialloc.ports import LaunchHandle
 
 if TYPE_CHECKING:
-    from optialloc.dispatcher import Dispatcher
+    from optialloc.dispatch.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
-from optialloc.adapters.embedded_inventory import UsageRow
-from optialloc.adapters.paddles_client import PaddlesClient, PaddlesError
 from optialloc.domain import Node
 from optialloc.errors import BackendUnavailable, Conflict, InputError, LockBusy, NotFound
+from optialloc.inventory.embedded import UsageRow
+from optialloc.inventory.paddles_client import PaddlesClient, PaddlesError
 
 log = logging.getLogger(__name__)
 

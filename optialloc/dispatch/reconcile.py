@@ -26,13 +26,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from optialloc.commit import settle_row
+from optialloc.dispatch.commit import settle_row
+from optialloc.dispatch.journal import DispatchRow
 from optialloc.errors import BackendUnavailable, Conflict
-from optialloc.journal import DispatchRow
 from optialloc.ports import LaunchHandle
 
 if TYPE_CHECKING:
-    from optialloc.dispatcher import Dispatcher
+    from optialloc.dispatch.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from types import FrameType
 
 from optialloc.clock import RealClock
 from optialloc.config import Config
-from optialloc.dispatcher import Dispatcher, DispatcherSettings, TickReport
+from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings, TickReport
+from optialloc.dispatch.journal import JOURNAL_FILE, Journal
+from optialloc.dispatch.runtimes import RUNTIMES_FILE, RuntimeHistory
 from optialloc.domain import WaitReason
 from optialloc.errors import Conflict, OptiallocError
-from optialloc.journal import JOURNAL_FILE, Journal
 from optialloc.policy import Policy, default_policy, load_policy
-from optialloc.runtimes import RUNTIMES_FILE, RuntimeHistory
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ class Server:
         exit_on_empty_queue: bool = False,
         on_tick: Callable[[TickReport], None] | None = None,
     ) -> None:
-        from optialloc.adapters.inventories import open_inventory, open_reporter
-        from optialloc.adapters.queues import open_queue
+        from optialloc.inventory import open_inventory, open_reporter
+        from optialloc.queue import open_queue
         from optialloc.runners import open_runner
 
         self.config = config

@@ -1,6 +1,6 @@
 """Crash points, failing one attempt, and settling a finished attempt, crash-safely.
 
-A tick's Starts are committed together by `optialloc.commit_tick`; every job
+A tick's Starts are committed together by `optialloc.dispatch.commit_batch`; every job
 goes through the same journal states in the same order (each journal write
 committed before the next side effect; see docs/reliability.md for why it
 gives exactly-once):
@@ -30,13 +30,13 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
+from optialloc.dispatch.journal import DispatchRow
 from optialloc.domain import Job
 from optialloc.errors import BackendUnavailable, Conflict
-from optialloc.journal import DispatchRow
 from optialloc.ports import LaunchHandle
 
 if TYPE_CHECKING:
-    from optialloc.dispatcher import Dispatcher
+    from optialloc.dispatch.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Sequence
 
-from optialloc.adapters.queue_body import from_epoch
-from optialloc.adapters.queue_store import NewJob, QueueStore, Row
-from optialloc.adapters.queue_validate import BackgroundValidator
-from optialloc.adapters.queue_view import QueueView
 from optialloc.domain import Job
 from optialloc.errors import InputError
 from optialloc.ports import BuriedJob, TubeStats
+from optialloc.queue.body import from_epoch
+from optialloc.queue.store import NewJob, QueueStore, Row
+from optialloc.queue.validate import BackgroundValidator
+from optialloc.queue.view import QueueView
 from optialloc.teuthology import TEUTHOLOGY_TTR
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ is documented in docs/snapshot-format.md. Contract:
 - A path ending in `.json` is read and written as JSON (the same keys): big
   snapshots load several times faster that way than as YAML.
 - A file whose top level has a `generator:` key holds fixture-generator
-  parameters instead of a lab (see `optialloc.fixturegen`); `load_snapshot`
+  parameters instead of a lab (see `optialloc.snapshots.fixturegen`); `load_snapshot`
   generates the snapshot from them, so large labs need not be committed.
 """
 
@@ -35,9 +35,9 @@ import yaml
 
 from optialloc.domain import InvalidJob, Job, Node, RunningJob, Snapshot
 from optialloc.errors import JobParseError
-from optialloc.snapshot_fields import FieldReader, JobCache, SnapshotFileError
+from optialloc.snapshots.compact import dump_compact, merge_common
+from optialloc.snapshots.fields import FieldReader, JobCache, SnapshotFileError
 from optialloc.teuthology import DEFAULT_PRIORITY
-from optialloc.yaml_compact import dump_compact, merge_common
 
 __all__ = [
     "SnapshotDocument",
@@ -352,7 +352,7 @@ def load_snapshot_document(path: str | Path) -> SnapshotDocument:
     except UnicodeDecodeError as exc:
         raise SnapshotFileError(source, "(file)", f"not UTF-8 text ({exc.reason})") from exc
     if isinstance(data, Mapping) and "generator" in data:
-        from optialloc.fixturegen import generate, params_from_mapping
+        from optialloc.snapshots.fixturegen import generate, params_from_mapping
 
         generated = generate(params_from_mapping(data["generator"], source=source))
         return SnapshotDocument(snapshot=generated.snapshot, runtimes=generated.runtimes)
@@ -456,7 +456,7 @@ def _json_value(value: Any) -> Any:
 
 
 def _body_group(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    # Jobs of one run with the same keys share most values (see optialloc.yaml_compact).
+    # Jobs of one run with the same keys share most values (see optialloc.snapshots.compact).
     return (str(body.get("name")), tuple(sorted(map(str, body))))
 
 

@@ -1,6 +1,6 @@
 """Teuthology-like vocabulary for the fixture generator: users, suites, roles, bodies.
 
-Everything here is data plus small pure builders; `optialloc.fixturegen`
+Everything here is data plus small pure builders; `optialloc.snapshots.fixturegen`
 decides how many of what. The shapes follow real `teuthology-schedule`
 bodies (docs: teuthology-interfaces.md section 1): `roles` has one inner list
 per node, `machine_type` may list several types, `owner` is

@@ -12,10 +12,10 @@ import bisect
 import logging
 from operator import itemgetter
 
-from optialloc.adapters.queue_body import build_job
-from optialloc.adapters.queue_store import QueueStore, Row
 from optialloc.domain import Job
 from optialloc.errors import JobParseError
+from optialloc.queue.body import build_job
+from optialloc.queue.store import QueueStore, Row
 
 _THIRD = itemgetter(2)
 log = logging.getLogger(__name__)

@@ -40,11 +40,11 @@ from tenacity import (
     wait_exponential,
 )
 
-from optialloc.adapters.embedded_queue import EmbeddedQueue, check_priority
-from optialloc.adapters.queue_beanstalk_wire import JobInfo, Reserved, Wire, WireError
-from optialloc.adapters.queue_body import body_hash
-from optialloc.adapters.queue_store import NewJob
 from optialloc.errors import BackendUnavailable, InputError
+from optialloc.queue.body import body_hash
+from optialloc.queue.embedded import EmbeddedQueue, check_priority
+from optialloc.queue.store import NewJob
+from optialloc.queue.wire import JobInfo, Reserved, Wire, WireError
 from optialloc.teuthology import TEUTHOLOGY_TTR
 
 #: libyaml's safe loader when PyYAML has it: stats-tube answers are read every

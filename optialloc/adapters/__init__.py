@@ -1,1 +1,0 @@
-"""Adapters: the ports of `optialloc.ports` over real backends (beanstalkd, SQLite, paddles)."""
