@@ -15,12 +15,10 @@ from optialloc.policy import (
     WEIGHT_RESOLUTION,
     Policy,
     default_policy,
-    dispatch_key,
-    effective_priority,
-    job_weight,
     load_policy,
     policy_from_mapping,
 )
+from optialloc.ranking import dispatch_key, effective_priority, job_weight
 
 MODELS = sorted((REPO / "models").glob("*.yaml"))
 

@@ -7,8 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from solver_support import job, nodes, snapshot
 
-from optialloc.policy import default_policy, policy_from_mapping, weight_bucket
+from optialloc.policy import default_policy, policy_from_mapping
 from optialloc.profiles import PROFILE, jobs_by_id, profile_groups
+from optialloc.ranking import weight_bucket
 from optialloc.solver.lab import build_lab
 
 

@@ -16,13 +16,8 @@ from optialloc.check.validator import validate_plan
 from optialloc.dispatch.runtimes import MIN_RUNTIME_S, RuntimeHistory
 from optialloc.domain import RunningJob, Snapshot
 from optialloc.errors import BackendUnavailable, PolicyError
-from optialloc.policy import (
-    estimate_bucket,
-    policy_from_mapping,
-    runtime_estimate_s,
-    runtime_factor,
-    weight_bucket,
-)
+from optialloc.policy import policy_from_mapping
+from optialloc.ranking import estimate_bucket, runtime_estimate_s, runtime_factor, weight_bucket
 from optialloc.sim.engine import simulate
 from optialloc.sim.generate import WeekParams, generate
 from optialloc.sim.optialloc_sched import OptiallocScheduler

@@ -15,7 +15,8 @@ from solver_support import T0, job, nodes
 from optialloc.check.validator import validate_plan
 from optialloc.domain import Job, Plan, RunningJob, Snapshot
 from optialloc.errors import PolicyError
-from optialloc.policy import Policy, policy_from_mapping, reservation_threshold_s
+from optialloc.policy import Policy, policy_from_mapping
+from optialloc.ranking import reservation_threshold_s
 from optialloc.solver import solve
 
 #: a lab where PR work starves after 1.5 h, a priority-500 job after 17 h, a nightly after 48 h

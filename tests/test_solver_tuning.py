@@ -16,13 +16,8 @@ from solver_support import T0, job, nodes
 from optialloc.check.validator import validate_plan
 from optialloc.domain import Plan, RunningJob, Snapshot, Start, Waiting
 from optialloc.errors import PolicyError
-from optialloc.policy import (
-    Policy,
-    policy_from_mapping,
-    reservation_order_s,
-    reservation_threshold_s,
-    runtime_estimate_s,
-)
+from optialloc.policy import Policy, policy_from_mapping
+from optialloc.ranking import reservation_order_s, reservation_threshold_s, runtime_estimate_s
 from optialloc.solver import solve
 
 NO_CAPS = {"owner_max_share": 1.0, "run_max_share": 1.0}

@@ -10,7 +10,8 @@ from solver_support import T0, job, nodes, snapshot
 
 from optialloc.check.validator import plan_objective, validate_plan
 from optialloc.domain import Hold, Node, Plan, RunningJob, SolverStats, Start, Waiting, WaitReason
-from optialloc.policy import job_weight, policy_from_mapping
+from optialloc.policy import policy_from_mapping
+from optialloc.ranking import job_weight
 from optialloc.solver import solve
 
 POLICY = policy_from_mapping(

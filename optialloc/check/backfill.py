@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from optialloc.domain import Job, Node, Snapshot
-from optialloc.policy import Policy, runtime_estimate_s
+from optialloc.policy import Policy
+from optialloc.ranking import runtime_estimate_s
 
 
 def fits(job: Job, node: Node, policy: Policy) -> bool:

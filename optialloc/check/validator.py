@@ -8,7 +8,7 @@ reservations (held nodes never go to other jobs, except to a job that ends
 by its runtime estimate before the reservation's shadow time, with
 `reservations.backfill`; see `optialloc.check.backfill`), fairness caps (with
 `peers_only`, only against equally or more urgent rivals) and the objective.
-Only the weight definition (`optialloc.policy.job_weight`) is shared with the
+Only the weight definition (`optialloc.ranking.job_weight`) is shared with the
 solver, because it *is* the definition, and the grouping of the queue by
 profile (`optialloc.profiles`: a dict of lists, computed once per
 snapshot for both).
@@ -27,8 +27,9 @@ from operator import attrgetter, itemgetter
 from optialloc.check.backfill import fits as _fits
 from optialloc.check.backfill import home_type, shadow_time
 from optialloc.domain import Job, Node, Plan, Snapshot, WaitReason
-from optialloc.policy import (
-    Policy,
+from optialloc.policy import Policy
+from optialloc.profiles import jobs_by_id, profile_groups
+from optialloc.ranking import (
     dispatch_key,
     dispatch_priority,
     effective_priority_at_fn,
@@ -38,7 +39,6 @@ from optialloc.policy import (
     reservation_threshold_s,
     runtime_estimate_s,
 )
-from optialloc.profiles import jobs_by_id, profile_groups
 
 _QUEUED_AT = attrgetter("queued_at")
 _JOB_ID = attrgetter("job_id")

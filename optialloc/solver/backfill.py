@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from optialloc.policy import runtime_estimate_s
+from optialloc.ranking import runtime_estimate_s
 from optialloc.solver.caps import CapTable
 from optialloc.solver.lab import OK, LabView, pool_fits, pool_key
 from optialloc.solver.reserve import Reservations

@@ -27,15 +27,15 @@ from operator import attrgetter, neg
 from typing import Any
 
 from optialloc.domain import Job, Node, Snapshot
-from optialloc.policy import (
-    Policy,
+from optialloc.policy import Policy
+from optialloc.profiles import LAST_IN_SUITE_FIELD, RUN_FIELD, Profile, profile_groups
+from optialloc.ranking import (
     aging_boost,
     dispatch_priority,
     usage_shares,
     weight_bucket,
     weight_units,
 )
-from optialloc.profiles import LAST_IN_SUITE_FIELD, RUN_FIELD, Profile, profile_groups
 
 PoolKey = tuple[str | None, ...]
 _QUEUED_AT = attrgetter("queued_at")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from optialloc.policy import reservation_order_s, reservation_threshold_s
+from optialloc.ranking import reservation_order_s, reservation_threshold_s
 from optialloc.solver.caps import CapTable
 from optialloc.solver.lab import OK, Group, LabView, PoolKey, pool_fits
 
