@@ -28,15 +28,12 @@ import logging
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING
 
+from optialloc.dispatch.context import CommitContext
 from optialloc.dispatch.journal import DispatchRow
 from optialloc.domain import Job
 from optialloc.errors import BackendUnavailable, Conflict
 from optialloc.ports import LaunchHandle
-
-if TYPE_CHECKING:
-    from optialloc.dispatch.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +87,7 @@ def archive_path_for(archive_base: str, job: Job) -> str:
 
 
 def fail_attempt(
-    d: Dispatcher,
+    d: CommitContext,
     row_id: int,
     reason: str,
     *,
@@ -120,7 +117,7 @@ def fail_attempt(
 
 
 def finish(
-    d: Dispatcher, row_id: int, handle: LaunchHandle, status: int, kill_reason: str | None
+    d: CommitContext, row_id: int, handle: LaunchHandle, status: int, kill_reason: str | None
 ) -> str:
     """Record the end of a running attempt and settle it; returns the outcome line."""
     row = d.journal.get(row_id)
@@ -171,7 +168,7 @@ def _last_line(archive_path: str) -> str:
     return "no output"
 
 
-def settle_row(d: Dispatcher, row: DispatchRow) -> bool:
+def settle_row(d: CommitContext, row: DispatchRow) -> bool:
     """Do what a terminal row still owes the lock server and the queue. True once settled."""
     try:
         if row.node_action in ("unlock", "down") and row.nodes:

@@ -37,15 +37,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optialloc.dispatch.commit import archive_path_for, crash_point, fail_attempt
+from optialloc.dispatch.context import CommitContext
 from optialloc.domain import Job, Node
 from optialloc.errors import BackendUnavailable, OptiallocError
 from optialloc.ports import LaunchHandle
-
-if TYPE_CHECKING:
-    from optialloc.dispatch.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ class _Attempt:
 
 
 def commit_starts(
-    d: Dispatcher, starts: Sequence[tuple[Job, Sequence[Node]]], tick: int
+    d: CommitContext, starts: Sequence[tuple[Job, Sequence[Node]]], tick: int
 ) -> list[tuple[Job, bool, str]]:
     """Claim, lock and launch each (job, nodes); (job, True, its nodes) or (job, False, why).
 
@@ -129,12 +127,12 @@ def _running(a: _Attempt) -> dict[str, Any]:
     return {"pid": a.handle.pid, "pgid": a.handle.pgid, "started_at": a.handle.started_at}
 
 
-def _fail(d: Dispatcher, a: _Attempt, reason: str, **owed: Any) -> None:
+def _fail(d: CommitContext, a: _Attempt, reason: str, **owed: Any) -> None:
     a.failure = reason
     fail_attempt(d, a.row_id, reason, **owed)
 
 
-def _defer(d: Dispatcher, attempts: Sequence[_Attempt], why: str, *, claimed: bool) -> None:
+def _defer(d: CommitContext, attempts: Sequence[_Attempt], why: str, *, claimed: bool) -> None:
     """Give up on `attempts` for this tick: a backend is down. Claimed ones are released."""
     if not attempts:
         return
@@ -146,7 +144,7 @@ def _defer(d: Dispatcher, attempts: Sequence[_Attempt], why: str, *, claimed: bo
             _fail(d, a, f"deferred: {why}", node_action="none", disposition="none", settle=True)
 
 
-def _claim(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
+def _claim(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
     claim_many = getattr(d.queue, "claim_many", None)
     if claim_many is not None:
         try:
@@ -180,7 +178,7 @@ def _claim(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
     return live
 
 
-def _lock(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
+def _lock(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
     lock_each = getattr(d.inventory, "lock_each", None)
     if lock_each is not None and attempts:
         try:
@@ -216,7 +214,7 @@ def _lock(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
     return live
 
 
-def _lock_refused(d: Dispatcher, a: _Attempt, exc: OptiallocError) -> None:
+def _lock_refused(d: CommitContext, a: _Attempt, exc: OptiallocError) -> None:
     # unlock too: a lock call that timed out may have succeeded on the server
     reason = f"lock refused for {','.join(a.names)}: {exc}"
     _fail(d, a, reason, node_action="unlock", disposition="release")
@@ -231,7 +229,7 @@ def _took(a: _Attempt, locked: Sequence[Node]) -> None:
         a.nodes, a.moved = list(locked), True
 
 
-def _prepare(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
+def _prepare(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
     prepare = getattr(d.runner, "prepare", None)
     if prepare is None:
         return attempts
@@ -247,7 +245,7 @@ def _prepare(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
     return live
 
 
-def _launch(d: Dispatcher, attempts: list[_Attempt]) -> list[_Attempt]:
+def _launch(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
     requests = [(a.job, a.nodes, a.archive_path) for a in attempts]
     launch_many = getattr(d.runner, "launch_many", None)
     results: list[LaunchHandle | OptiallocError]

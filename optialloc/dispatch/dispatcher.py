@@ -32,6 +32,7 @@ from operator import attrgetter
 
 from optialloc.dispatch.commit import finish, settle_row
 from optialloc.dispatch.commit_batch import commit_starts
+from optialloc.dispatch.context import CommitContext, DispatcherSettings
 from optialloc.dispatch.journal import Journal
 from optialloc.dispatch.monitor import lease_lost, time_limit
 from optialloc.dispatch.reconcile import reconcile, retry_orphans
@@ -53,27 +54,6 @@ SolveFn = Callable[..., Plan]
 ValidateFn = Callable[[Snapshot, Policy, Plan], list[str]]
 #: At most this many waiting-reason changes are logged one by one per tick.
 MAX_REASON_LINES = 20
-
-
-@dataclass(frozen=True)
-class DispatcherSettings:
-    """The dispatcher's knobs (from the config in `serve`, from the scenario in what-if)."""
-
-    max_job_time: int = 259200  # seconds (teuthology's default)
-    progress_timeout: int | None = None  # seconds without log growth before a kill
-    kill_grace_seconds: float = 30.0  # SIGTERM -> SIGKILL
-    mark_down_on_failure: bool = False
-    archive_base: str = "/tmp/optialloc-archive"
-    validate: bool = True
-    launch_timeout_s: float = 10.0  # how long a launch may take before it is presumed dead
-    report_results: bool = True  # False for teuthology: the supervisor reports pass/fail
-    # With more than `explain_always_below` queued jobs, waiting jobs' positions and
-    # reasons are worked out (and stored) at most every `positions_every_s`: the
-    # other ticks solve for decisions only (a third of the solve, and the
-    # validator's per-job coverage check, at 20,000 queued).
-    positions_every_s: float = 5.0
-    explain_always_below: int = 1000
-    journal_days: int = 30  # settled dispatch attempts are kept this long
 
 
 @dataclass
@@ -176,6 +156,20 @@ class Dispatcher:
             job, nodes = row.job, row.nodes
         self._running[row_id] = _Tracked(handle, job, tuple(nodes))
 
+    def _context(self) -> CommitContext:
+        """The narrow view commit and reconcile get of this dispatcher."""
+        return CommitContext(
+            queue=self.queue,
+            inventory=self.inventory,
+            runner=self.runner,
+            clock=self.clock,
+            journal=self.journal,
+            settings=self.settings,
+            reporter=self.reporter,
+            track=self.track,
+            tracked_rows=self.tracked_rows,
+        )
+
     def tracked_rows(self) -> set[int]:
         return set(self._running)
 
@@ -186,20 +180,12 @@ class Dispatcher:
     def running_jobs(self) -> list[RunningJob]:
         return [RunningJob(t.job, t.nodes, t.handle.started_at) for t in self._running.values()]
 
-    def report(self, job: Job, status: str, **fields: object) -> None:
-        if self.reporter is None:
-            return
-        if status in ("pass", "fail") and not self.settings.report_results:
-            return
-        try:
-            self.reporter.report(job, status, **fields)
-        except Exception as exc:  # the contract says never raises; a bug there must not stop us
-            log.warning("reporter failed for job %s (%s): %s", job.job_id, status, exc)
-
     # -- the tick --------------------------------------------------------
     def reconcile(self) -> list[str]:
         """Start-up repair (see `optialloc.dispatch.reconcile`); returns what was repaired."""
-        repairs = reconcile(self)
+        ctx = self._context()
+        repairs = reconcile(ctx)
+        self.orphans = ctx.orphans
         pruned = self.journal.prune(self.clock.now() - timedelta(days=self.settings.journal_days))
         if pruned:
             log.info(
@@ -221,9 +207,11 @@ class Dispatcher:
         self.last_tick = tick
         report = TickReport(tick=tick, taken_at=self.clock.now())
         if self.orphans:
-            retry_orphans(self)
+            ctx = self._context()
+            retry_orphans(ctx)
+            self.orphans = ctx.orphans
         for row in self.journal.unsettled_ended():
-            if settle_row(self, row):
+            if settle_row(self._context(), row):
                 log.info("tick %d: job %s settled after a backend outage", tick, row.job_id)
         self._watch(tick, report)
         try:
@@ -271,7 +259,7 @@ class Dispatcher:
                 del self._running[row_id]
                 ran_s = max(0.0, (now - handle.started_at).total_seconds())
                 self.usage.add(tracked.job.owner, ran_s * len(tracked.nodes), now)
-                outcome = finish(self, row_id, handle, status, tracked.kill_reason)
+                outcome = finish(self._context(), row_id, handle, status, tracked.kill_reason)
                 if tracked.kill_reason is not None or status in (126, 127):
                     report.failed.append((handle.job_id, outcome))
                     log.warning("tick %d: job %s buried: %s", tick, handle.job_id, outcome)
@@ -381,7 +369,10 @@ class Dispatcher:
             accepted.append((job, [nodes[n] for n in start.nodes]))
         # all of the tick's starts go through each step together
         # (see optialloc.dispatch.commit_batch)
-        for job, ok, outcome in commit_starts(self, accepted, tick):
+        ctx = self._context()
+        committed = commit_starts(ctx, accepted, tick)
+        self.backend_down = ctx.backend_down
+        for job, ok, outcome in committed:
             if ok:
                 report.started.append(job.job_id)
                 log.info(

@@ -24,20 +24,17 @@ is unlocked. Every repair is logged and returned.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from optialloc.dispatch.commit import settle_row
+from optialloc.dispatch.context import CommitContext
 from optialloc.dispatch.journal import DispatchRow
 from optialloc.errors import BackendUnavailable, Conflict
 from optialloc.ports import LaunchHandle
 
-if TYPE_CHECKING:
-    from optialloc.dispatch.dispatcher import Dispatcher
-
 log = logging.getLogger(__name__)
 
 
-def _not_launched(d: Dispatcher, row: DispatchRow, why: str, repairs: list[str]) -> None:
+def _not_launched(d: CommitContext, row: DispatchRow, why: str, repairs: list[str]) -> None:
     d.journal.advance(
         row.id, "failed", d.clock.now(), reason=why, node_action="unlock", disposition="release"
     )
@@ -49,7 +46,7 @@ def _not_launched(d: Dispatcher, row: DispatchRow, why: str, repairs: list[str])
     )
 
 
-def _adopt(d: Dispatcher, row: DispatchRow, repairs: list[str]) -> bool:
+def _adopt(d: CommitContext, row: DispatchRow, repairs: list[str]) -> bool:
     handle = d.runner.adopt(row.job_id, row.archive_path)
     if handle is None:
         return False
@@ -59,14 +56,14 @@ def _adopt(d: Dispatcher, row: DispatchRow, repairs: list[str]) -> bool:
         d.journal.advance(
             row.id, "running", d.clock.now(), pid=handle.pid, pgid=handle.pgid, started_at=started
         )
-    d.track(row.id, handle)
+    d.track(row.id, handle, None, None)
     status = d.runner.poll(handle)
     state = "still running" if status is None else f"ended with exit {status} while we were away"
     repairs.append(f"job {row.job_id}: adopted pid {handle.pid} on {','.join(row.nodes)} ({state})")
     return True
 
 
-def _launching(d: Dispatcher, row: DispatchRow, repairs: list[str]) -> None:
+def _launching(d: CommitContext, row: DispatchRow, repairs: list[str]) -> None:
     if _adopt(d, row, repairs):
         return
     # No pid file: the wrapper has not started yet, or never will. The
@@ -88,7 +85,7 @@ def _launching(d: Dispatcher, row: DispatchRow, repairs: list[str]) -> None:
     _not_launched(d, row, "dispatcher stopped while launching; the job never started", repairs)
 
 
-def retry_orphans(d: Dispatcher) -> list[str]:
+def retry_orphans(d: CommitContext) -> list[str]:
     """Look again at launches reconcile could not settle yet (a wrapper that wrote no pid)."""
     d.orphans = False
     repairs: list[str] = []
@@ -100,7 +97,7 @@ def retry_orphans(d: Dispatcher) -> list[str]:
     return repairs
 
 
-def reconcile(d: Dispatcher) -> list[str]:
+def reconcile(d: CommitContext) -> list[str]:
     """Repair after a crash or restart; returns (and logs) one line per repair."""
     repairs: list[str] = []
     open_rows = d.journal.open_rows()
