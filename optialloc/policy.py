@@ -2,17 +2,7 @@
 
 A `Policy` is plain frozen data loaded from YAML. What a job is worth under
 it (effective priority, weight, reservation thresholds, queue order) is
-defined once in `optialloc.ranking`, shared by the solver and the validator:
-
-- `effective_priority`: teuthology priority (lower = more urgent), improved by
-  aging (`aging.rate_per_hour` points per hour waited, counted in whole
-  `aging.step_minutes` steps, at most `aging.max_boost` points) and worsened by
-  decayed past usage of the job's owner (`fairness.usage_penalty`);
-- `job_weight`: `weights.scale / max(effective_priority, 1)`, times
-  `1 + weights.lighter_job_bonus / nodes_needed` (among equal priorities,
-  fewer nodes first), quantized to `1 / WEIGHT_RESOLUTION` so that the
-  solver's integer objective and the validator's float sum agree exactly;
-- `dispatch_key`: the order of the queue as users see it (`Waiting.position`).
+defined once in `optialloc.ranking`, shared by the solver and the validator.
 
 Every validation error is a `PolicyError` naming the dotted field and the
 allowed range; unknown keys are errors too, because a typo in a policy must

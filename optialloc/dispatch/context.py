@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from optialloc.dispatch.journal import Journal
-from optialloc.domain import Job
+from optialloc.domain import Job, Plan
 from optialloc.ports import Clock, Inventory, JobQueue, LaunchHandle, Reporter, Runner
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,29 @@ class DispatcherSettings:
     positions_every_s: float = 5.0
     explain_always_below: int = 1000
     journal_days: int = 30  # settled dispatch attempts are kept this long
+
+
+@dataclass
+class TickReport:
+    """What one tick did. Times in wall-clock seconds: `solver_s` from the Plan,
+    `validate_s` the plan check, `commit_s` claim+lock+launch of the starts,
+    `tick_s` the whole tick (these phases plus watch, snapshot and positions)."""
+
+    tick: int
+    taken_at: datetime
+    plan: Plan | None = None
+    started: list[str] = field(default_factory=list)
+    finished: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    killing: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    solver_s: float = 0.0
+    validate_s: float = 0.0
+    commit_s: float = 0.0
+    tick_s: float = 0.0
+    pending: int = 0
+    running: int = 0
+    error: str | None = None  # a backend was unreachable: nothing was scheduled
 
 
 @dataclass

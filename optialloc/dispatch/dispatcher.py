@@ -26,19 +26,18 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import attrgetter
 
-from optialloc.dispatch.commit import finish, settle_row
+from optialloc.dispatch.commit import settle_row
 from optialloc.dispatch.commit_batch import commit_starts
-from optialloc.dispatch.context import CommitContext, DispatcherSettings
+from optialloc.dispatch.context import CommitContext, DispatcherSettings, TickReport
 from optialloc.dispatch.journal import Journal
-from optialloc.dispatch.monitor import lease_lost, time_limit
 from optialloc.dispatch.reconcile import reconcile, retry_orphans
 from optialloc.dispatch.runtimes import RuntimeHistory
 from optialloc.dispatch.snapshotter import take_snapshot
 from optialloc.dispatch.usage import HISTORY_S, UsageMeter
+from optialloc.dispatch.watch import Tracked, watch_running
 from optialloc.domain import Job, Node, Plan, RunningJob, Snapshot, Waiting, WaitReason
 from optialloc.errors import BackendUnavailable
 from optialloc.policy import Policy
@@ -54,38 +53,6 @@ SolveFn = Callable[..., Plan]
 ValidateFn = Callable[[Snapshot, Policy, Plan], list[str]]
 #: At most this many waiting-reason changes are logged one by one per tick.
 MAX_REASON_LINES = 20
-
-
-@dataclass
-class TickReport:
-    """What one tick did. Times in wall-clock seconds: `solver_s` from the Plan,
-    `validate_s` the plan check, `commit_s` claim+lock+launch of the starts,
-    `tick_s` the whole tick (these phases plus watch, snapshot and positions)."""
-
-    tick: int
-    taken_at: datetime
-    plan: Plan | None = None
-    started: list[str] = field(default_factory=list)
-    finished: list[tuple[str, int]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    killing: list[tuple[str, str]] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    solver_s: float = 0.0
-    validate_s: float = 0.0
-    commit_s: float = 0.0
-    tick_s: float = 0.0
-    pending: int = 0
-    running: int = 0
-    error: str | None = None  # a backend was unreachable: nothing was scheduled
-
-
-@dataclass
-class _Tracked:
-    handle: LaunchHandle
-    job: Job
-    nodes: tuple[str, ...]
-    kill_reason: str | None = None
-    kill_sent_at: datetime | None = None
 
 
 def _default_solve(snapshot: Snapshot, policy: Policy, *, explain: bool = True) -> Plan:
@@ -128,7 +95,7 @@ class Dispatcher:
         self.settings = settings or DispatcherSettings()
         self._solve = solve or _default_solve
         self._validate = validate or _default_validate
-        self._running: dict[int, _Tracked] = {}
+        self._running: dict[int, Tracked] = {}
         self._reasons: dict[str, WaitReason] = {}
         self._positions_at: datetime | None = None
         self.usage = UsageMeter()  # decayed node-seconds per owner, for fair-share policies
@@ -154,7 +121,7 @@ class Dispatcher:
             if row is None:
                 return
             job, nodes = row.job, row.nodes
-        self._running[row_id] = _Tracked(handle, job, tuple(nodes))
+        self._running[row_id] = Tracked(handle, job, tuple(nodes))
 
     def _context(self) -> CommitContext:
         """The narrow view commit and reconcile get of this dispatcher."""
@@ -251,58 +218,15 @@ class Dispatcher:
         return report
 
     def _watch(self, tick: int, report: TickReport) -> None:
-        now = self.clock.now()
-        for row_id, tracked in list(self._running.items()):
-            handle = tracked.handle
-            status = self.runner.poll(handle)
-            if status is not None:
-                del self._running[row_id]
-                ran_s = max(0.0, (now - handle.started_at).total_seconds())
-                self.usage.add(tracked.job.owner, ran_s * len(tracked.nodes), now)
-                outcome = finish(self._context(), row_id, handle, status, tracked.kill_reason)
-                if tracked.kill_reason is not None or status in (126, 127):
-                    report.failed.append((handle.job_id, outcome))
-                    log.warning("tick %d: job %s buried: %s", tick, handle.job_id, outcome)
-                else:
-                    report.finished.append((handle.job_id, status))
-                    if status == 0:
-                        self.runtimes.observe(tracked.job, ran_s, now)
-                    log.info(
-                        "tick %d: job %s finished (exit %d) on %s; nodes released",
-                        tick,
-                        handle.job_id,
-                        status,
-                        ",".join(tracked.nodes),
-                    )
-                continue
-            limit = time_limit(tracked.job, self.settings.max_job_time, self.policy)
-            progress = self.runner.progress_at(handle) if self.settings.progress_timeout else None
-            reason = lease_lost(
-                now,
-                handle.started_at,
-                limit,
-                progress_at=progress,
-                progress_timeout_s=self.settings.progress_timeout,
-            )
-            if reason is None and tracked.kill_reason is None:
-                continue
-            resend = (
-                tracked.kill_sent_at is not None
-                and (now - tracked.kill_sent_at).total_seconds()
-                > 2 * self.settings.kill_grace_seconds + 5
-            )
-            if tracked.kill_reason is None or resend:
-                tracked.kill_reason = tracked.kill_reason or reason
-                tracked.kill_sent_at = now
-                self.runner.kill(handle, self.settings.kill_grace_seconds)
-                report.killing.append((handle.job_id, tracked.kill_reason or ""))
-                log.warning(
-                    "tick %d: killing job %s (pid %d): %s",
-                    tick,
-                    handle.job_id,
-                    handle.pid,
-                    tracked.kill_reason,
-                )
+        watch_running(
+            self._context(),
+            self._running,
+            policy=self.policy,
+            usage=self.usage,
+            runtimes=self.runtimes,
+            tick=tick,
+            report=report,
+        )
 
     def _explain_due(self, snapshot: Snapshot) -> bool:
         """Whether this tick works out every waiting job's position and reason."""
