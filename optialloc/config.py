@@ -2,12 +2,16 @@
 
 Found via `--config FILE` or `OPTIALLOC_CONFIG`; with neither, every key takes
 its default, which is the embedded lab (SQLite queue and inventory, demo lab,
-command runner). Unknown keys are warned about by name; a value of the wrong
-type is an error naming the key. Every key is documented in docs/configuration.md.
+command runner). An unknown key is an error naming the file, the key and the
+closest known key; a value of the wrong type is an error naming the file and
+the key. Relative paths in a config file are relative to that file's
+directory; `policy` and `lab` may also name a shipped model or lab
+(`optialloc.resources`). Every key is documented in docs/configuration.md.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import socket
@@ -18,11 +22,22 @@ from typing import Any
 import yaml
 
 from optialloc.errors import ConfigError
+from optialloc.redact import redact_url
+from optialloc.resources import resolve_file
+from optialloc.yaml_errors import describe_yaml_error
 
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "OPTIALLOC_CONFIG"
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+#: Keys holding a filesystem path: resolved against the config file's directory.
+PATH_KEYS = (
+    "state_dir",
+    "lab",
+    "policy",
+    "archive_base",
+    "teuthology_bin_path",
+    "admin_token_file",
+)
 
 
 def default_state_dir() -> str:
@@ -55,7 +70,7 @@ class Config:
     results_server: str | None = None  # paddles URL for job status; None: not reported
     # dispatcher
     state_dir: str = field(default_factory=default_state_dir)
-    policy: str = "models/default.yaml"
+    policy: str = "default"  # a shipped model name (default, throughput) or a YAML path
     tick_seconds: float = 10.0
     # runner (teuthology: archive_base, max_job_time)
     runner: str = "command"  # "command" or "teuthology"
@@ -67,23 +82,59 @@ class Config:
     progress_timeout: int | None = None  # seconds without log growth before a job is killed
     kill_grace_seconds: float = 30.0
     mark_down_on_failure: bool = False
+    on_runner_signal: str = "bury"  # job's command ended by a signal: "bury" or "retry"
     # status page and JSON API
     http_host: str = "127.0.0.1"
     http_port: int | None = None  # None: no status server
+    admin_token_file: str | None = None  # file holding the web admin bearer token; None: no admin
+    pulpito_url: str | None = None  # pulpito's base URL: the page links runs and jobs there
 
     @property
     def archive_dir(self) -> str:
         return self.archive_base or os.path.join(self.state_dir, "archive")
 
-    def resolve_path(self, value: str) -> str:
-        """Resolve a relative path: as given if it exists, else against the project root."""
-        if os.path.isabs(value) or os.path.exists(value):
-            return value
-        candidate = PACKAGE_ROOT / value
-        return str(candidate) if candidate.exists() else value
+    @property
+    def policy_path(self) -> str:
+        """The policy file: a shipped model for a bare name, else the path."""
+        return resolve_file("models", self.policy)
+
+    @property
+    def lab_path(self) -> str:
+        """The lab file the embedded inventory imports when empty (default: the demo lab)."""
+        return resolve_file("labs", self.lab or "demo")
 
 
-_CHOICES = {"queue_backend": ("embedded", "beanstalk"), "runner": ("command", "teuthology")}
+def short_path(path: str) -> str:
+    """An absolute path, with the home directory shown as `~` (for messages)."""
+    path = os.path.abspath(path)
+    home = str(Path.home())
+    if path == home or path.startswith(home + os.sep):
+        return "~" + path[len(home) :]
+    return path
+
+
+def describe_queue(config: Config) -> str:
+    """Where `config`'s jobs are queued, for the one line a state-writing command prints."""
+    if config.queue_backend == "beanstalk":
+        return (
+            f"beanstalkd {config.queue_host}:{config.queue_port} "
+            f"(store in {short_path(config.state_dir)})"
+        )
+    return f"{short_path(config.state_dir)} (embedded queue)"
+
+
+def describe_inventory(config: Config) -> str:
+    """Where `config`'s nodes and locks live (paddles URL or the embedded state dir)."""
+    if config.lock_server:
+        return f"paddles {redact_url(config.lock_server)}"
+    return f"{short_path(config.state_dir)} (embedded inventory)"
+
+
+_CHOICES = {
+    "queue_backend": ("embedded", "beanstalk"),
+    "runner": ("command", "teuthology"),
+    "on_runner_signal": ("bury", "retry"),
+}
 
 
 def _check_type(key: str, value: Any, annotation: str) -> Any:
@@ -120,22 +171,53 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
     return value
 
 
-def config_from_mapping(data: dict[str, Any], *, source: str = "config") -> Config:
-    """Validate a mapping of settings; unknown keys are logged as warnings."""
+def _unknown_key(source: str, key: object, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "see docs/configuration.md for every key"
+    return ConfigError(str(key), f"unknown key; {hint}", source)
+
+
+def _resolve_paths(values: dict[str, Any], base_dir: str) -> None:
+    """Make the relative paths of a config file relative to its directory (in place)."""
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if not isinstance(value, str):
+            continue
+        kind = {"policy": "models", "lab": "labs"}.get(key)
+        if kind is not None:
+            values[key] = resolve_file(kind, value, base_dir)
+        else:
+            values[key] = os.path.join(base_dir, os.path.expanduser(value))
+
+
+def config_from_mapping(
+    data: dict[str, Any], *, source: str = "config", base_dir: str | None = None
+) -> Config:
+    """Validate a mapping of settings; errors name `source` (the file) and the key.
+
+    With `base_dir` (the config file's directory), relative paths are resolved
+    against it; without, they stay relative to the current directory.
+    """
     known = {f.name: f for f in fields(Config)}
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
-            log.warning(
-                "%s: unknown key %r ignored (known keys are in docs/configuration.md)", source, key
-            )
-            continue
-        values[key] = _check_type(key, value, str(known[key].type))
+            raise _unknown_key(source, key, list(known))
+        try:
+            values[key] = _check_type(key, value, str(known[key].type))
+        except ConfigError as exc:
+            raise ConfigError(key, exc.problem, source) from None
+    if base_dir is not None:
+        _resolve_paths(values, base_dir)
     config = Config(**values)
     if config.tick_seconds <= 0:
-        raise ConfigError("tick_seconds", "must be > 0 seconds")
+        raise ConfigError("tick_seconds", "must be > 0 seconds", source)
     if config.queue_port == 0 or config.queue_port > 65535:
-        raise ConfigError("queue_port", f"{config.queue_port} is not a TCP port (1-65535)")
+        raise ConfigError(
+            "queue_port", f"{config.queue_port} is not a TCP port (1-65535)", source
+        )
+    if config.http_port is not None and not 0 < config.http_port <= 65535:
+        raise ConfigError("http_port", f"{config.http_port} is not a TCP port (1-65535)", source)
     if config.runner == "teuthology" and not config.teuthology_bin_path:
         log.info("runner teuthology: teuthology-supervisor is looked up on PATH")
     return config
@@ -153,15 +235,21 @@ def load_config(path: str | None = None) -> Config:
         raise ConfigError(
             "--config", f"{path} does not exist: pass an existing file or unset {CONFIG_ENV}"
         ) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError("--config", f"{path} is a directory: pass the config file") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(
+            "--config", f"{path} is not valid YAML ({describe_yaml_error(exc)})"
+        ) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
             "--config", f"{path} must hold a mapping of keys, got {type(data).__name__}"
         )
-    return config_from_mapping(data, source=path)
+    return config_from_mapping(
+        data, source=path, base_dir=os.path.dirname(os.path.abspath(path))
+    )
 
 
 def with_overrides(config: Config, **overrides: Any) -> Config:

@@ -143,7 +143,7 @@ class WaitReason(StrEnum):
     HELD_FOR_JOB = "held_for_job"  # the free nodes are held back for an older/bigger job
     OWNER_OVER_SHARE = "owner_over_share"  # its owner is at the fairness cap
     RUN_OVER_SHARE = "run_over_share"  # its run is at the fairness cap
-    LOWER_PRIORITY = "lower_priority"  # capacity went to jobs of higher effective priority
+    LOWER_PRIORITY = "lower_priority"  # capacity went to this tick's other starts
     WAITING_FOR_RUN = "waiting_for_run"  # last_in_suite: the rest of its run is not done
     TUBE_PAUSED = "tube_paused"  # its tube is paused
     INVALID = "invalid"  # can never run here (no such machine type, too many nodes, ...)

@@ -48,7 +48,13 @@ class PolicyError(InputError):
 
 
 class ConfigError(InputError):
-    """A configuration file that does not validate."""
+    """A configuration file that does not validate; with `source`, the message names the file."""
+
+    def __init__(self, field: str, problem: str, source: str | None = None) -> None:
+        super().__init__(field, problem)
+        self.source = source
+        if source is not None:
+            self.args = (f"{source}: {field}: {problem}",)
 
 
 class PlanRejected(OptiallocError):

@@ -20,11 +20,14 @@ from typing import Any
 import yaml
 
 from optialloc.errors import PolicyError
+from optialloc.resources import resolve_file, shipped_names, shipped_path
+from optialloc.yaml_errors import describe_yaml_error
 
 #: Weights are integers in units of 1 / WEIGHT_RESOLUTION inside the solver.
 WEIGHT_RESOLUTION = 10_000
 
-_DEFAULT_PATH = Path(__file__).resolve().parent.parent / "models" / "default.yaml"
+#: The shipped default model (optialloc/data/models/default.yaml; `--policy default`).
+_DEFAULT_PATH = shipped_path("models", "default")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class WeightSettings:
     runtime_max_factor: float = 4.0
     # estimates are rounded to powers of this (2 to 4): 2 sorts finer, 4 makes fewer classes
     runtime_bucket_base: int = 4
+    # learned estimates are used only while their measured R^2 (RuntimeHistory.skill)
+    # is at least this; 0 = always (a body's own runtime_estimate_s is always used)
+    runtime_min_skill: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,7 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "weights.runtime_reference_s": (float, 1.0, 31536000.0),
     "weights.runtime_max_factor": (float, 1.0, 1000.0),
     "weights.runtime_bucket_base": (int, 2, 4),
+    "weights.runtime_min_skill": (float, 0.0, 1.0),
     "aging.enabled": (bool, 0, 1),
     "aging.rate_per_hour": (float, 0.0, 1e6),
     "aging.max_boost": (float, 0.0, 4294967295.0),
@@ -322,22 +329,27 @@ def policy_from_mapping(data: Mapping[str, Any], source: str = "<policy>") -> Po
 
 
 def load_policy(path: str) -> Policy:
-    """Load and validate a policy model file; errors name the file and the field."""
+    """Load and validate a policy model; errors name the file and the field.
+
+    `path` is a file path, or the bare name of a shipped model (`default`,
+    `throughput`; see `optialloc.resources`).
+    """
+    path = resolve_file("models", path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(
-            path, f"cannot read policy file ({exc.strerror}); pass an existing models/*.yaml"
+            path,
+            f"cannot read policy file ({exc.strerror}); pass an existing file or a shipped "
+            f"model name ({', '.join(shipped_names('models'))})",
         ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise PolicyError(path, f"not valid YAML ({describe_yaml_error(exc)})") from exc
     return policy_from_mapping(data if data is not None else {}, source=path)
 
 
 def default_policy() -> Policy:
-    """The recommended lab policy: the content of models/default.yaml (its defaults if absent)."""
-    if _DEFAULT_PATH.exists():
-        return load_policy(str(_DEFAULT_PATH))
-    return Policy()
+    """The recommended lab policy: the shipped `default` model."""
+    return load_policy(str(_DEFAULT_PATH))

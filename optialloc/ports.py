@@ -85,22 +85,32 @@ class Inventory(Protocol):
     """The lab's nodes and their locks (paddles or the embedded inventory).
 
     Contract:
-    - `lock(names, description)` locks exactly these nodes for one job,
-      all-or-nothing: on any failure it releases what it took and raises
-      `LockBusy` (taken by someone else, down: try next tick) or
-      `BackendUnavailable`. Re-locking nodes this locker already holds with the
-      same `description` succeeds (idempotent).
-    - `unlock(names, description)` unlocks nodes held with that description;
-      nodes already unlocked are fine; a node held with another description or
-      by another locker is refused with `Conflict` and left locked.
-    - `locked_by` is the identity written on every lock this adapter takes.
+    - `lock(names, description, locked_by)` locks exactly these nodes for one
+      job, all-or-nothing, as `locked_by` (the dispatcher passes the job's
+      `owner` and its archive path, as teuthology's dispatcher does, so the
+      job's own `check_lock` and unlock accept them): on any failure it
+      releases what it took and raises `LockBusy` (taken by someone else,
+      down: try next tick) or `BackendUnavailable`. Re-locking nodes already
+      held by the same `locked_by` with the same `description` succeeds
+      (idempotent).
+    - `unlock(names, description, locked_by)` unlocks nodes held by that
+      `locked_by` with that description; nodes already unlocked are fine (the
+      job's supervisor may have unlocked them); a node held with another
+      description or by another locker is refused with `Conflict` and left
+      locked.
+    - `locked_by` (the attribute) is the identity used when the caller names
+      none (admin commands, a job without an owner).
     """
 
     locked_by: str
 
     def nodes(self, machine_type: str | None = None) -> Sequence[Node]: ...
-    def lock(self, names: Sequence[str], description: str) -> Sequence[Node]: ...
-    def unlock(self, names: Sequence[str], description: str) -> None: ...
+    def lock(
+        self, names: Sequence[str], description: str, locked_by: str | None = None
+    ) -> Sequence[Node]: ...
+    def unlock(
+        self, names: Sequence[str], description: str, locked_by: str | None = None
+    ) -> None: ...
     def set_up(self, names: Sequence[str], up: bool) -> None: ...
     def held(self) -> Sequence[Node]: ...
 

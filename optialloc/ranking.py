@@ -154,9 +154,22 @@ def job_weight(
     return job_weight_fn(taken_at, policy, usage)(job)
 
 
+#: The longest any reservation threshold or order time may be (100 years): every
+#: `queued_at + timedelta(seconds=...)` built from them stays a valid datetime for any
+#: priority in beanstalkd's 0..2**32-1 and any exponent. Priorities are refused above
+#: `teuthology.MAX_PRIORITY` at ingest, well before the default policy reaches it.
+MAX_WAIT_S = 100 * 365.25 * 86400.0
+
+
 def _priority_scale(priority: int, policy: Policy) -> float:
-    """(priority / 1000) ** priority_exponent: 1 for a nightly, smaller for urgent work."""
-    return float((max(priority, 0) / 1000.0) ** policy.reservations.priority_exponent)
+    """(priority / 1000) ** priority_exponent: 1 for a nightly, smaller for urgent work.
+
+    Saturates at `MAX_WAIT_S` (a float power can overflow for huge priorities)."""
+    try:
+        scale = float((max(priority, 0) / 1000.0) ** policy.reservations.priority_exponent)
+    except OverflowError:
+        return MAX_WAIT_S
+    return min(scale, MAX_WAIT_S)
 
 
 def reservation_threshold_s(priority: int, policy: Policy) -> float:
@@ -170,7 +183,7 @@ def reservation_threshold_s(priority: int, policy: Policy) -> float:
     if not rules.priority_scaled:
         return rules.after_hours * 3600.0
     hours = max(rules.min_after_hours, rules.after_hours * _priority_scale(priority, policy))
-    return hours * 3600.0
+    return min(hours * 3600.0, MAX_WAIT_S)
 
 
 def reservation_order_s(priority: int, policy: Policy) -> float:
@@ -185,7 +198,18 @@ def reservation_order_s(priority: int, policy: Policy) -> float:
     threshold = reservation_threshold_s(priority, policy)
     if not rules.priority_scaled or rules.order_hours is None:
         return threshold
-    return max(threshold, rules.order_hours * _priority_scale(priority, policy) * 3600.0)
+    order = rules.order_hours * _priority_scale(priority, policy) * 3600.0
+    return min(max(threshold, order), MAX_WAIT_S)
+
+
+def start_bound_s(priority: int, policy: Policy) -> float:
+    """The longest wait docs/policy.md promises a job of this priority ("The
+    anti-starvation bound", first in reservation order): reserved by its rank
+    `reservation_order_s` at the latest, then started within `max_job_time_s`
+    (every node busy then frees by it). Without reservations: no bound (inf)."""
+    if not policy.reservations.enabled:
+        return math.inf
+    return reservation_order_s(priority, policy) + float(policy.max_job_time_s)
 
 
 def runtime_estimate_s(job: Job, learned: Mapping[str, float] | None = None) -> float | None:

@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from optialloc import yaml_bounds
 from optialloc.domain import Job, utc
 from optialloc.errors import JobParseError
+from optialloc.yaml_errors import describe_yaml_error
 
 #: teuthology's default priority (`teuthology-schedule --priority`).
 DEFAULT_PRIORITY = 1000
@@ -27,6 +29,12 @@ MULTI_TUBE = "multi"
 #: beanstalkd's own default max job size is 65,535 bytes; teuthology bodies are
 #: a few KiB. Anything past this is refused rather than parsed.
 MAX_BODY_BYTES = 1024 * 1024
+#: The most urgent-last priority optialloc orders (0 = most urgent). beanstalkd takes up
+#: to 2**32-1, but the policy's reservation thresholds grow as priority ** 1.5 and past
+#: this they would all saturate at the same bound (see `optialloc.ranking.MAX_WAIT_S`),
+#: so such jobs could not be ordered against each other. teuthology uses 0..1000.
+MAX_PRIORITY = 100_000
+PRIORITY_RANGE = f"0..{MAX_PRIORITY}"
 #: teuthology's ttr for every job it puts (one day).
 TEUTHOLOGY_TTR = 86400
 
@@ -64,10 +72,9 @@ def load_body(text: str | bytes) -> dict[str, Any]:
     if len(text) > MAX_BODY_BYTES:
         raise JobParseError("body", f"{len(text)} characters is over the {MAX_BODY_BYTES} limit")
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml_bounds.safe_load(text)  # yaml.safe_load, bounded (alias bombs, depth)
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise JobParseError("body", f"not valid YAML ({first})") from exc
+        raise JobParseError("body", f"not valid YAML ({describe_yaml_error(exc)})") from exc
     if not isinstance(loaded, dict):
         raise JobParseError(
             "body", f"expected a YAML mapping of job fields, got {type(loaded).__name__}"
@@ -100,8 +107,17 @@ def _priority(body: Mapping[str, Any]) -> int:
         return DEFAULT_PRIORITY
     if isinstance(value, bool) or not isinstance(value, int):
         raise JobParseError("priority", f"expected an integer (lower = more urgent), got {value!r}")
-    if value < 0 or value > 2**32 - 1:
-        raise JobParseError("priority", f"{value} is outside beanstalkd's range 0..4294967295")
+    return check_priority_range(value)
+
+
+def check_priority_range(value: int) -> int:
+    """`value` if optialloc can order it (`PRIORITY_RANGE`), else `JobParseError` saying so."""
+    if not 0 <= value <= MAX_PRIORITY:
+        raise JobParseError(
+            "priority",
+            f"{value} is outside the range optialloc orders, {PRIORITY_RANGE} (lower = more "
+            "urgent; teuthology's default is 1000): schedule it with a priority in that range",
+        )
     return value
 
 
@@ -212,6 +228,8 @@ def parse_job(
     machine_types = _machine_types(mapping, tube)
     nodes_needed = _nodes_needed(mapping)
     body_priority = _priority(mapping)
+    if priority is not None:
+        check_priority_range(priority)  # the queue's priority (beanstalkd's pri) wins
     if queued_at is None:
         if mapping.get("timestamp") is None:
             raise JobParseError(

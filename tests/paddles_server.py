@@ -1,21 +1,34 @@
 """A paddles look-alike for tests: a real HTTP server on 127.0.0.1 with in-memory state.
 
-It behaves as teuthology-interfaces.md section 3 documents paddles, sharp
-edges included: JSON errors `{"message": ...}`; 503 `only N nodes available`
-from lock_many; a per-node lock that is idempotent for the same locked_by and
-description and 403 otherwise; per-node locks that, like paddles, do not
-check `up`; 403 on unlock with another locked_by or description and on an
-already-unlocked node; `unlock_many` that commits node by node and fails
-half-way; HTML 404 pages for unknown paths. Switches simulate contention
-(`busy_lock_many`, `race_lock`), HTML 404s for missing nodes (`html_node_404`) and a server
-that stops answering mid-lock (`stall_after_locks`). Job reports to
-`/runs/<run>/jobs/` are kept in `jobs` and `reports` for assertions.
+Its lock rules are paddles' own (`Node._check_for_update` and `Node.lock_many`
+in paddles/models/nodes.py, the controllers in paddles/controllers/nodes.py),
+messages included: JSON errors `{"message": ...}`; a per-node lock that is
+idempotent for the same locked_by and description and 403 `Cannot lock an
+already-locked node` otherwise; 403 `Cannot unlock - locked_by values must
+match` / `Cannot unlock - description values must match` on an unlock by
+another locked_by or for another description; 403 `Cannot unlock an
+already-unlocked node`; 400 `Cannot lock without specifying locked_by`;
+per-node locks that, like paddles, do not check `up`; an unlock that clears
+locked_by but keeps the description it was given, as paddles does; lock_many
+that takes free `up` nodes or answers 503 `only N nodes available`;
+`unlock_many` that commits node by node and fails half-way; HTML 404 pages for
+unknown paths. It speaks HTTP/1.1 keep-alive. Switches simulate contention
+(`busy_lock_many`, `race_lock`), HTML 404s for missing nodes
+(`html_node_404`), a server that stops answering mid-lock
+(`stall_after_locks`) and network latency (`delay_s`, added to every
+request). Job reports to `/runs/<run>/jobs/` are kept in `jobs` (paddles'
+rules: POST creates, 400 `job with job_id N already exists`, PUT updates,
+`success` from the status, pass/fail final) and `reports` for assertions;
+`GET /runs/queued/` lists the runs with queued jobs (pulpito's "The Queue");
+`stop()` then `restart()` is an outage on the same port that keeps the records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -38,6 +51,7 @@ NODE_KEYS = (
     "vm_host",
 )
 FINAL = ("pass", "fail")
+SUCCESS = {"pass": True, "fail": False, "dead": False}  # paddles' success_map
 
 HTML_404 = (
     b"<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1>"
@@ -62,7 +76,7 @@ def _flag(value: str) -> bool:
 class FakePaddles:
     """The server and its state; `url` is its base URL. Use `with FakePaddles() as p:`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.reports: list[tuple[str, str, dict[str, Any]]] = []
@@ -79,9 +93,18 @@ class FakePaddles:
         self.stall_requests: int | None = None  # requests dropped once stalled; None: until cleared
         self.stall_applies_lock = True  # the lock call that triggers the stall is applied first
         self.hang_s = 2.0
+        self.delay_s = 0.0  # added to every request, outside the state mutex (latency)
+        # every request answers 503 until this time.monotonic() (paddles down behind its
+        # proxy, or overloaded): an outage that answers instead of dropping connections
+        self.unavailable_until = 0.0
         self.lock_calls = 0
         self._stalled = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._connections: set[socket.socket] = set()  # open client connections
+        self._conn_mutex = threading.Lock()
+        self._bind(port)
+
+    def _bind(self, port: int) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -95,11 +118,26 @@ class FakePaddles:
 
     def start(self) -> FakePaddles:
         self._thread.start()
+        self._serving = True
         return self
 
     def stop(self) -> None:
+        if not getattr(self, "_serving", False):
+            return  # already stopped (shutdown() would wait forever)
+        self._serving = False
         self._server.shutdown()
         self._server.server_close()
+        # Like a paddles that went away: its open keep-alive connections die with it.
+        with self._conn_mutex:
+            for conn in list(self._connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def restart(self) -> FakePaddles:
+        """Listen again on the same port after `stop()`, with the same records (an outage
+        of the server, not a loss of its database)."""
+        self._bind(self._server.server_address[1])
+        return self.start()
 
     def __enter__(self) -> FakePaddles:
         return self.start()
@@ -170,35 +208,44 @@ class FakePaddles:
 
     def _lock_one(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         if name not in self.nodes:
-            verb = "lock" if body.get("locked") else "unlock"
-            raise Refusal(404, f"attempted to {verb} a non-existent node")
+            raise Refusal(404, "node not found")
         node = self.nodes[name]
-        locking = body.get("locked")
-        who = body.get("locked_by")
-        description = body.get("description")
-        if locking not in (True, False):
-            return dict(node)
-        if not who:
-            raise Refusal(400, "Cannot lock without specifying locked_by")
-        if locking:
-            if name in self.race_lock:
-                thief, why = self.race_lock.pop(name)
-                node.update(locked=True, locked_by=thief, description=why, locked_since=_now())
-            if node["locked"]:
-                if node["locked_by"] == who and node["description"] == description:
-                    return self._lock_answer(node)
-                raise Refusal(403, "Cannot lock an already-locked node")
-            # Like paddles, a per-node lock does not look at `up`.
-            node.update(locked=True, locked_by=who, description=description, locked_since=_now())
-            return self._lock_answer(node)
-        if not node["locked"]:
-            raise Refusal(403, "Cannot unlock an already-unlocked node")
-        if node["locked_by"] != who:
-            raise Refusal(403, "Cannot unlock - locked_by values must match")
-        if node["description"] != description:
-            raise Refusal(403, "Cannot unlock - description does not match")
-        node.update(locked=False, locked_by=None, description=None, locked_since=None)
+        if body.get("locked") is True and name in self.race_lock:
+            thief, why = self.race_lock.pop(name)
+            node.update(locked=True, locked_by=thief, description=why, locked_since=_now())
+        self._update(node, body)
         return self._lock_answer(node)
+
+    @staticmethod
+    def _check_for_update(node: dict[str, Any], values: dict[str, Any]) -> None:
+        """paddles' `Node._check_for_update`, rule for rule and message for message."""
+        locking = values.get("locked")
+        if locking not in (True, False):
+            return
+        desc = values.get("description")
+        to_lock_for = values.get("locked_by")
+        verb = "lock" if locking else "unlock"
+        if node["locked"] == locking:
+            if node["locked_by"] != to_lock_for or desc is None or desc != node["description"]:
+                raise Refusal(403, f"Cannot {verb} an already-{verb}ed node")
+        elif not to_lock_for:
+            raise Refusal(400, f"Cannot {verb} without specifying locked_by")
+        elif verb == "unlock" and to_lock_for != node["locked_by"]:
+            raise Refusal(403, f"Cannot {verb} - locked_by values must match")
+        elif verb == "unlock" and desc and desc != node["description"]:
+            raise Refusal(403, f"Cannot {verb} - description values must match")
+
+    def _update(self, node: dict[str, Any], values: dict[str, Any]) -> None:
+        """paddles' `Node.update`: check, then set the allowed keys (an unlock keeps the
+        description it was given and clears locked_by). Like paddles, `up` is not checked."""
+        self._check_for_update(node, values)
+        was_locked = node["locked"]
+        node.update({k: v for k, v in values.items() if k in NODE_KEYS})
+        if "locked" in values:
+            if node["locked"] != was_locked:
+                node["locked_since"] = _now() if node["locked"] else None
+            if not node["locked"]:
+                node["locked_by"] = None
 
     @staticmethod
     def _lock_answer(node: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +255,8 @@ class FakePaddles:
         required = ("count", "locked_by", "machine_type", "description")
         if any(key not in body for key in required):
             raise Refusal(400, "must pass these fields: " + ", ".join(required))
+        if not body["machine_type"]:
+            raise Refusal(400, "must specify machine_type")
         if self.busy_lock_many > 0:
             self.busy_lock_many -= 1
             raise Refusal(403, "Cannot lock an already-locked node")
@@ -222,15 +271,7 @@ class FakePaddles:
             and n["up"]
             and all(not body.get(k) or n[k] == body[k] for k in ("os_type", "os_version", "arch"))
         ]
-        recycled = [
-            n
-            for n in fits
-            if n["locked_by"] == body["locked_by"]
-            and n["description"] == body["description"]
-            and n["locked"]
-        ]
-        if len(recycled) >= count:
-            return [dict(n) for n in recycled[:count]]
+        # paddles (since 2023) no longer recycles a locker's nodes: free ones only
         free = [n for n in fits if not n["locked"]]
         if len(free) < count:
             raise Refusal(503, f"only {len(free)} nodes available")
@@ -247,17 +288,13 @@ class FakePaddles:
     def _unlock_many(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         if sorted(body) != ["locked_by", "names"]:
             raise Refusal(400, "must pass these fields: names, locked_by")
+        if any(name not in self.nodes for name in body["names"]):
+            raise Refusal(400, "Could not find all nodes!")
         done = []
-        for name in body[
-            "names"
-        ]:  # one commit per node: a failure leaves the earlier ones unlocked
-            node = self.nodes.get(name)
-            if node is None:
-                raise Refusal(400, f"node {name} not found")
-            if node["locked_by"] != body["locked_by"]:
-                raise Refusal(403, f"Cannot unlock {name} - locked_by values must match")
-            node.update(locked=False, locked_by=None, description=None, locked_since=None)
-            done.append(dict(node))
+        for name in body["names"]:  # one commit per node: a failure leaves earlier ones unlocked
+            node = self.nodes[name]
+            self._update(node, {"locked": False, "locked_by": body["locked_by"]})
+            done.append(self._lock_answer(node))
         return done
 
     def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
@@ -284,9 +321,8 @@ class FakePaddles:
             raise Refusal(400, "job_id is required")
         if (run, job_id) in self.jobs:
             raise Refusal(400, f"job with job_id {job_id} already exists")
-        job = dict(body, name=run, posted=_now(), updated=_now())
-        if job.get("status") == "running":
-            job["started"] = _now()
+        job: dict[str, Any] = {"posted": _now(), "success": None, "started": None}
+        self._set_job(job, dict(body, name=run))
         self.jobs[(run, job_id)] = job
         return {}
 
@@ -294,12 +330,55 @@ class FakePaddles:
         job = self.jobs.get((run, job_id))
         if job is None:
             raise Refusal(404, "job not found")
-        if job.get("status") in FINAL and body.get("status") not in (None, *FINAL):
-            body = {k: v for k, v in body.items() if k != "status"}  # pass/fail are final
-        if body.get("status") == "running" and job.get("status") != "running":
-            job["started"] = _now()
-        job.update(body, updated=_now())
+        self._set_job(job, dict(body))
         return {}
+
+    @staticmethod
+    def _set_job(job: dict[str, Any], body: dict[str, Any]) -> None:
+        """paddles' `Job.set_or_update`: `success` follows the status (None while queued,
+        waiting or running); pass and fail are final (a later status is ignored); `started`
+        is set on the move to running unless the reporter gives it."""
+        status = body.pop("status", None)
+        if status is not None and job.get("status") not in FINAL:
+            if status == "running" and job.get("status") != "running" and not job.get("started"):
+                job["started"] = _now()
+            job["status"] = status
+            job["success"] = SUCCESS.get(status)
+        body.pop("success", None)  # paddles derives it from the status
+        job.update(body, updated=_now())
+
+    def _runs(self) -> dict[str, list[dict[str, Any]]]:
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for (run, _), job in self.jobs.items():
+            runs.setdefault(run, []).append(job)
+        return runs
+
+    @staticmethod
+    def _run_json(name: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        results: dict[str, int] = {}
+        for job in jobs:
+            results[str(job.get("status"))] = results.get(str(job.get("status")), 0) + 1
+        if results.get("running") or results.get("waiting"):
+            status = "running"
+        elif results.get("queued"):
+            status = "queued"
+        else:
+            status = "finished"
+        return {
+            "name": name,
+            "status": status,
+            "results": results,
+            "jobs_count": len(jobs),
+            "posted": min(str(j.get("posted")) for j in jobs),
+        }
+
+    def queued_runs(self) -> list[dict[str, Any]]:
+        """`GET /runs/queued/` (pulpito's "The Queue"): runs with at least one queued job."""
+        return [
+            self._run_json(name, jobs)
+            for name, jobs in sorted(self._runs().items())
+            if any(j.get("status") == "queued" for j in jobs)
+        ]
 
     def route(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
         """Answer one request (called with `mutex` held); raise `Refusal` for errors."""
@@ -334,9 +413,7 @@ class FakePaddles:
                 if method == "PUT":
                     if parts[1] not in self.nodes:
                         raise Refusal(404, "attempted to update a non-existent node")
-                    self.nodes[parts[1]].update(
-                        {k: v for k, v in (body or {}).items() if k in NODE_KEYS}
-                    )
+                    self._update(self.nodes[parts[1]], body or {})
                     return {}
                 if method == "DELETE":
                     self._node(parts[1])
@@ -344,7 +421,16 @@ class FakePaddles:
                     return {}
             elif len(parts) == 3 and parts[2] == "lock" and method in ("PUT", "POST"):
                 return self._lock_one(parts[1], body or {})
+        if parts[0] == "runs" and len(parts) == 2 and parts[1] == "queued" and method == "GET":
+            return self.queued_runs()
+        if parts[0] == "runs" and len(parts) == 2 and method == "GET":
+            jobs = self._runs().get(parts[1])
+            if jobs is None:
+                raise Refusal(404, "requested run resource does not exist")
+            return dict(self._run_json(parts[1], jobs), jobs=jobs)
         if parts[0] == "runs" and len(parts) >= 3 and parts[2] == "jobs":
+            if len(parts) == 3 and method == "GET":
+                return self._runs().get(parts[1], [])
             if len(parts) == 3 and method == "POST":
                 return self._job_post(parts[1], body or {})
             if len(parts) == 4 and method == "PUT":
@@ -354,12 +440,33 @@ class FakePaddles:
                 if job is None:
                     raise Refusal(404, "job not found")
                 return job
+            if len(parts) == 4 and method == "DELETE":  # teuthology's try_delete_jobs
+                if self.jobs.pop((parts[1], parts[3]), None) is None:
+                    raise Refusal(404, "job not found")
+                return {}
         raise Refusal(404, "HTML")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as paddles behind its web server
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._conn_mutex:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._conn_mutex:
+                    fake._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
+
+            # headers and body go out in two writes: without TCP_NODELAY, Nagle holds the
+            # body until the client's delayed ACK (~40 ms per request on loopback)
+            disable_nagle_algorithm = True
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
@@ -370,9 +477,19 @@ class FakePaddles:
                 raw = self.rfile.read(length) if length else b""
                 method = self.command
                 fake.requests.append((method, split.path))
+                if fake.delay_s:
+                    time.sleep(fake.delay_s)
                 is_lock = split.path.endswith("/lock_many/") or (
                     split.path.endswith("/lock") and b'"locked": true' in raw
                 )
+                if time.monotonic() < fake.unavailable_until:
+                    data = b'{"message": "503 Service Unavailable"}'
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 drop, apply_first = fake._should_drop(is_lock)
                 if drop:
                     if apply_first:
@@ -392,7 +509,7 @@ class FakePaddles:
                     status, payload = 400, {"message": "could not decode JSON body"}
                 else:
                     with fake.mutex:
-                        if path.startswith("/runs/") and method in ("POST", "PUT"):
+                        if path.startswith("/runs/") and method in ("POST", "PUT", "DELETE"):
                             fake.reports.append((method, path, body or {}))
                         try:
                             status, payload = 200, fake.route(method, path, query, body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import subprocess
 import sys
 import time
@@ -12,16 +13,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from conftest import REPO
 
 from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings, TickReport
 from optialloc.dispatch.journal import Journal
-from optialloc.domain import Node
+from optialloc.domain import Job, Node
 from optialloc.inventory.embedded import EmbeddedInventory
 from optialloc.policy import default_policy
 from optialloc.queue.embedded import EmbeddedQueue
 from optialloc.runners import CommandRunner
-from optialloc.teuthology import dump_body
+from optialloc.teuthology import dump_body, parse_job
 
 
 class OffsetClock:
@@ -164,6 +166,21 @@ def job_body(
     }
 
 
+def mixed_bodies(count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """`count` 1-3-node jobs of three runs, two owners, mixed priorities and short durations
+    (the crash tests and scripts/campaign_crash.py)."""
+    return [
+        job_body(
+            rng.choice((1, 1, 2, 3)),
+            run=f"run-{i % 3}",
+            owner=f"scheduled_u{i % 2}@x",
+            priority=rng.choice((75, 100, 1000)),
+            duration=rng.choice(("0.05", "0.2", "0.4")),
+        )
+        for i in range(count)
+    ]
+
+
 def put_bodies(state: Path, bodies: Iterable[Mapping[str, Any]]) -> list[str]:
     """Queue teuthology bodies in the embedded queue of `state` (the state_dir), each in
     its machine type's tube at its own priority, as `optialloc schedule` does; their ids."""
@@ -236,3 +253,62 @@ def run_serve(config: Path, crash_at: str | None = None) -> subprocess.Completed
     return subprocess.run(
         serve_cmd(config), capture_output=True, text=True, timeout=120, cwd=REPO, env=env
     )
+
+
+def teuthology_schedule_body(
+    i: int,
+    *,
+    machine_type: str = "smithi",
+    priority: int = 1000,
+    nodes: int = 1,
+    run: str | None = None,
+    owner: str = "scheduled_alice@teuth",
+    **extra: object,
+) -> dict[str, Any]:
+    """A job body exactly as `teuthology-schedule --worker <machine_type>` 1.3.0 writes it
+    (every field it sets; see teuthology-interfaces.md section 1), plus `extra` fields."""
+    roles = [["mon.a", "mgr.x", "osd.0", "osd.1"], ["client.0"], ["osd.2"], ["osd.3"]]
+    return {
+        "description": f"rados/basic/{{clusters/fixed-{nodes} tasks/rados_api_{i}}}",
+        "email": None,
+        "first_in_suite": False,
+        "last_in_suite": False,
+        "machine_type": machine_type,
+        "name": run or f"teuthology-2026-12-01_20:00:03-rados-main-distro-default-{machine_type}",
+        "no_nested_subset": False,
+        "os_type": "ubuntu",
+        "os_version": "22.04",
+        "owner": owner,
+        "priority": priority,
+        "roles": roles[:nodes],
+        "tasks": [{"install": None}, {"ceph": None}],
+        "tube": machine_type,
+        "verbose": False,
+        **extra,
+    }
+
+
+def scheduled_job(i: int, job_id: str | None = None, **body: Any) -> Job:
+    """The `Job` optialloc makes of `teuthology_schedule_body(i, **body)` (id `job_id` or i)."""
+    full = teuthology_schedule_body(i, **body)
+    return parse_job(
+        full,
+        job_id=job_id or str(i),
+        queued_at=datetime(2026, 12, 1, 20, tzinfo=UTC),
+        tube=full["tube"],
+        priority=full["priority"],
+    )
+
+
+def beanstalk_config(tmp_path: Path, port: int, **extra: object) -> Path:
+    """`<tmp_path>/config.yaml` for a lab on the beanstalkd at `port` (state in `state/`)."""
+    path = tmp_path / "config.yaml"
+    config = {
+        "queue_backend": "beanstalk",
+        "queue_host": "127.0.0.1",
+        "queue_port": port,
+        "state_dir": str(tmp_path / "state"),
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

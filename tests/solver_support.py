@@ -71,7 +71,10 @@ def sepia_snapshot(scale: int = 1, seed: int = 0, busy_fraction: float = 0.0) ->
             running.append(RunningJob(rj_job, (node.name,), T0))
     queue: list[Job] = []
     runs = 150 * scale
-    per_run = 20_000 * scale // runs
+    total = 20_000 * scale
+    # 20,000 / 150 is not whole: the first `total % runs` runs get one job more, so the
+    # snapshot holds exactly `total` (it held 19,950 x scale until 2026-12-05)
+    per_run, extra = divmod(total, runs)
     names = [t for t, _ in LAB_TYPES]
     next_id = 1
     for r in range(runs):
@@ -82,7 +85,7 @@ def sepia_snapshot(scale: int = 1, seed: int = 0, busy_fraction: float = 0.0) ->
         if rng.random() < 0.1:
             types = (first, rng.choice([t for t in names if t != first]))
         waited = rng.uniform(0, 72)
-        for _ in range(per_run):
+        for _ in range(per_run + (r < extra)):
             queue.append(
                 job(
                     next_id,
@@ -95,6 +98,7 @@ def sepia_snapshot(scale: int = 1, seed: int = 0, busy_fraction: float = 0.0) ->
                 )
             )
             next_id += 1
+    assert len(queue) == total
     return Snapshot(
         taken_at=T0,
         nodes=tuple(lab),

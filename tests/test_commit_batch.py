@@ -91,12 +91,12 @@ def test_lock_each_locks_each_job_all_or_nothing_in_one_transaction(tmp_path: Pa
     other.lock(["smithi002"], "theirs")
     results = inventory.lock_each(
         [
-            (["smithi001"], "/a/1"),
-            (["smithi003", "smithi002"], "/a/2"),  # smithi002 is taken: nothing of it locked
-            (["nosuch"], "/a/3"),
-            (["smithi004", "smithi005"], "/a/4"),
-            (["smithi005"], "/a/5"),  # taken by the request before, in the same batch
-            (["smithi001"], "/a/1"),  # the same job again: idempotent
+            (["smithi001"], "/a/1", None),
+            (["smithi003", "smithi002"], "/a/2", None),  # smithi002 is taken: none of it locked
+            (["nosuch"], "/a/3", None),
+            (["smithi004", "smithi005"], "/a/4", "scheduled_bob@lab"),
+            (["smithi005"], "/a/5", None),  # taken by the request before, in the same batch
+            (["smithi001"], "/a/1", None),  # the same job again: idempotent
         ]
     )
     assert [type(r).__name__ for r in results] == [
@@ -115,6 +115,7 @@ def test_lock_each_locks_each_job_all_or_nothing_in_one_transaction(tmp_path: Pa
         "smithi005": "/a/4",
     }
     assert [n.name for n in results[3]] == ["smithi004", "smithi005"]  # type: ignore[union-attr]
+    assert {n.locked_by for n in results[3]} == {"scheduled_bob@lab"}  # type: ignore[union-attr]
     other.close()
     inventory.close()
 
@@ -193,10 +194,10 @@ def test_lock_server_down_mid_batch_defers_the_rest_and_releases_their_claims() 
     )
     real_lock = inventory.lock
 
-    def lock(names, description):  # type: ignore[no-untyped-def]
+    def lock(names, description, locked_by=None):  # type: ignore[no-untyped-def]
         if names == ["n3"]:
             inventory.unavailable = True  # goes down while locking job 3
-        return real_lock(names, description)
+        return real_lock(names, description, locked_by)
 
     inventory.lock = lock  # type: ignore[method-assign]
     report = d.tick()

@@ -8,6 +8,7 @@ check that the dispatcher contains it to that one job.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,7 @@ class FakeInventory:
 
     def __init__(self, names: Sequence[str]) -> None:
         self.locks: dict[str, str | None] = dict.fromkeys(names)
+        self.owners: dict[str, str] = {}  # node -> locked_by of its lock
         self.up = dict.fromkeys(names, True)
         self.refuse: set[str] = set()
         self.unavailable = False
@@ -91,26 +93,31 @@ class FakeInventory:
                 "smithi",
                 up=self.up[n],
                 locked=d is not None,
-                locked_by=self.locked_by if d else None,
+                locked_by=self.owners.get(n, self.locked_by) if d else None,
                 description=d,
             )
             for n, d in self.locks.items()
         ]
 
-    def lock(self, names: Sequence[str], description: str) -> list[Node]:
+    def lock(
+        self, names: Sequence[str], description: str, locked_by: str | None = None
+    ) -> list[Node]:
         if self.unavailable:
             raise BackendUnavailable("lock server down")
         if any(n in self.refuse or self.locks[n] not in (None, description) for n in names):
             raise LockBusy(f"{','.join(names)} busy")
         for n in names:
             self.locks[n] = description
+            self.owners[n] = locked_by or self.locked_by
         return []
 
-    def unlock(self, names: Sequence[str], description: str) -> None:
+    def unlock(
+        self, names: Sequence[str], description: str, locked_by: str | None = None
+    ) -> None:
         if self.unavailable:
             raise BackendUnavailable("lock server down")
         for n in names:
-            if self.locks[n] == description:
+            if self.locks[n] == description and self.owners.get(n) == (locked_by or self.locked_by):
                 self.locks[n] = None
 
     def set_up(self, names: Sequence[str], up: bool) -> None:
@@ -303,20 +310,25 @@ def test_reconcile_undoes_unlaunched_rows_and_adopts_running_ones() -> None:
     # 1: crashed after claim+lock, before launch; 2: launched and running
     r1 = j.intent(jobs[0], ["n1"], "/arch/run/1", 1, T0)
     queue.claim("1")
-    inventory.lock(["n1"], "/arch/run/1")
+    inventory.lock(["n1"], "/arch/run/1", "o")  # locked as the job's owner
     j.advance(r1, "locked", T0)
     r2 = j.intent(jobs[1], ["n2"], "/arch/run/2", 1, T0)
     queue.claim("2")
-    inventory.lock(["n2"], "/arch/run/2")
+    inventory.lock(["n2"], "/arch/run/2", "o")
     j.advance(r2, "launching", T0)
     runner.running["/arch/run/2"] = None
-    # 3: claimed with no journal row; n4: a lock for a job nobody runs
+    # 3: claimed with no journal row
     queue.claim("3")
-    inventory.lock(["n4"], "/arch/run/77")
+    # n4: a lock a settled attempt of job 4 left (count mode: died before `locked`)
+    r4 = j.intent(jobs[3], ["n3"], "/arch/run/4", 1, T0)
+    j.advance(r4, "failed", T0, reason="x", node_action="none", disposition="none", settled=1)
+    inventory.lock(["n4"], "/arch/run/4", "o")
+    # n3: under the archive base, but no attempt of ours: someone else's, left alone
+    inventory.lock(["n3"], "/arch/run/77", "scheduled_x@teuth")
     repairs = d.reconcile()
     assert len(repairs) == 4
     assert queue.state == {"1": "pending", "2": "claimed", "3": "pending", "4": "pending"}
-    assert inventory.locks == {"n1": None, "n2": "/arch/run/2", "n3": None, "n4": None}
+    assert inventory.locks == {"n1": None, "n2": "/arch/run/2", "n3": "/arch/run/77", "n4": None}
     assert [h.job_id for h in d.handles()] == ["2"]
     assert j.get(r2).state == "running"  # type: ignore[union-attr]
 
@@ -325,7 +337,7 @@ def test_reconcile_of_a_launch_that_never_started_returns_the_job() -> None:
     d, queue, inventory, _runner = _dispatcher([_job("1")])
     r1 = d.journal.intent(_job("1"), ["n1"], "/arch/run/1", 1, T0)
     queue.claim("1")
-    inventory.lock(["n1"], "/arch/run/1")
+    inventory.lock(["n1"], "/arch/run/1", "o")
     d.journal.advance(r1, "launching", T0)
     repairs = d.reconcile()
     assert "never started" in repairs[0]
@@ -364,10 +376,13 @@ def test_waiting_reasons_are_logged_only_when_they_change(caplog: pytest.LogCapt
 def test_count_mode_lock_that_picks_other_nodes_is_recorded_and_used() -> None:
     d, _queue, inventory, runner = _dispatcher([_job("1", 2)], _plan(("1", ("n1", "n2"))))
 
-    def lock_many(names: Sequence[str], description: str) -> list[Node]:
+    def lock_many(
+        names: Sequence[str], description: str, locked_by: str | None = None
+    ) -> list[Node]:
         picked = ["n3", "n4"]  # paddles' lock_many chooses its own free nodes
         for name in picked:
             inventory.locks[name] = description
+            inventory.owners[name] = locked_by or inventory.locked_by
         return [Node(name, "smithi", locked=True, description=description) for name in picked]
 
     inventory.lock = lock_many  # type: ignore[method-assign]
@@ -387,7 +402,10 @@ def test_archive_path_follows_teuthology_and_never_leaves_the_base() -> None:
     assert archive_path_for("/arch", _job("7", run="teuthology-2026-11-20_20:00:03-rados")) == (
         "/arch/teuthology-2026-11-20_20:00:03-rados/7"
     )
-    assert archive_path_for("/arch", _job("7", run="../../etc")) == "/arch/.._.._etc/7"
+    # a name that is not plain gets a readable prefix and a digest (issue 16, test_bad_jobs.py)
+    assert re.fullmatch(
+        r"/arch/\.\._\.\._etc-[0-9a-f]{16}/7", archive_path_for("/arch", _job("7", run="../../etc"))
+    )
     assert archive_path_for("/arch", _job("7", run="")) == "/arch/unnamed-run/7"
 
 

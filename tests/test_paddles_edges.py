@@ -88,14 +88,12 @@ def test_a_node_taken_between_reading_and_locking_rolls_back(server: FakePaddles
         "smithi003": ("someone@else", "/archive/theirs/7"),
     }
     lock_calls = [p for m, p in server.requests if m == "PUT" and p.endswith("/lock")]
-    # the first lock; then smithi001 (ours already) is skipped, the others go in name
-    # order until smithi003 is refused, and the rollback unlocks smithi002 only
-    assert lock_calls == [
-        "/nodes/smithi001/lock",
-        "/nodes/smithi002/lock",
-        "/nodes/smithi003/lock",
-        "/nodes/smithi002/lock",
-    ]
+    # the first lock; then smithi001 (ours already) is skipped, the others are sent
+    # at once, smithi003 is refused, and the rollback unlocks smithi002 and smithi004
+    assert lock_calls[0] == "/nodes/smithi001/lock"
+    assert sorted(lock_calls[1:]) == sorted(
+        f"/nodes/smithi00{n}/lock" for n in (2, 3, 4, 2, 4)
+    )
 
 
 # -- the server stops answering mid-lock -----------------------------------------------
@@ -110,9 +108,12 @@ def test_outage_mid_lock_leaves_no_partial_lock_once_paddles_is_back(
     inv = inventory(server, timeout=0.3)
     with pytest.raises(BackendUnavailable, match="cannot reach paddles"):
         inv.lock(["smithi001", "smithi002", "smithi003", "smithi004"], "/archive/r/1")
-    assert set(server.locked_nodes()) == {"smithi001", "smithi002", "smithi003"}
+    # the locks are sent at once: which three were applied is up to the race
+    locked = set(server.locked_nodes())
+    assert len(locked) == 3 and locked < {"smithi001", "smithi002", "smithi003", "smithi004"}
     assert list(inv.orphans()) == ["/archive/r/1"]
     server.unstall()
+    inv.new_round()  # the next tick: paddles is asked again
     inv.unlock(["mira001"], "/archive/other")  # any later call releases the leftovers first
     assert server.locked_nodes() == {}
     assert list(inv.orphans()) == []
@@ -126,6 +127,7 @@ def test_outage_blocks_new_locks_until_leftovers_are_released(server: FakePaddle
     with pytest.raises(BackendUnavailable):
         inv.lock(["smithi003"], "/archive/r/2")
     server.unstall()
+    inv.new_round()
     assert [n.name for n in inv.lock(["smithi003"], "/archive/r/2")] == ["smithi003"]
     assert server.locked_nodes() == {"smithi003": (US, "/archive/r/2")}
 
@@ -136,7 +138,9 @@ def test_a_dropped_lock_call_is_retried_and_succeeds(server: FakePaddles) -> Non
     got = inventory(server, attempts=3).lock(["smithi001", "smithi002"], "/archive/r/1")
     assert [n.name for n in got] == ["smithi001", "smithi002"]
     lock_puts = [p for m, p in server.requests if m == "PUT" and p.endswith("/lock")]
-    assert lock_puts == ["/nodes/smithi001/lock", "/nodes/smithi002/lock", "/nodes/smithi002/lock"]
+    # sent at once: whichever the server counted second was dropped, then retried
+    assert sorted(lock_puts[:2]) == ["/nodes/smithi001/lock", "/nodes/smithi002/lock"]
+    assert len(lock_puts) == 3 and lock_puts[2] in lock_puts[:2]
     assert set(server.locked_nodes()) == {"smithi001", "smithi002"}
 
 
@@ -156,7 +160,11 @@ def test_unreachable_paddles_names_the_url_and_the_setting() -> None:
     inv = PaddlesInventory(paddles_client(url, 0.5, 2), US)
     with pytest.raises(BackendUnavailable, match=r"cannot reach paddles at .*set lock_server"):
         inv.nodes()
-    with pytest.raises(BackendUnavailable, match="2 attempt"):
+    # the breaker is open: the next call fails at once, without a request or a back-off
+    with pytest.raises(BackendUnavailable, match="not sent, asked again next tick"):
+        inv.lock(["smithi001"], "/archive/r/1")
+    inv.new_round()  # next tick: one probe, one attempt
+    with pytest.raises(BackendUnavailable, match="1 attempt"):
         inv.lock(["smithi001"], "/archive/r/1")
 
 
@@ -208,15 +216,16 @@ def test_unlock_never_uses_the_non_atomic_unlock_many(server: FakePaddles) -> No
     client = paddles_client(server.url)
     inv = inventory(server)
     inv.lock(["smithi001", "smithi002"], "/archive/r/1")
+    inv.lock(["smithi003"], "/home/bob", "bob@desk")
     # What the adapter avoids: unlock_many commits node by node and stops half-way.
-    with pytest.raises(PaddlesError, match="HTTP 400"):
+    with pytest.raises(PaddlesError, match=r"HTTP 403.*locked_by values must match"):
         client.request(
             "POST",
             "/nodes/unlock_many/",
-            {"names": ["smithi001", "nosuch", "smithi002"], "locked_by": US},
+            {"names": ["smithi001", "smithi003", "smithi002"], "locked_by": US},
         )
-    assert set(server.locked_nodes()) == {"smithi002"}
+    assert set(server.locked_nodes()) == {"smithi002", "smithi003"}
     inv.unlock(["smithi002"], "/archive/r/1")
-    assert server.locked_nodes() == {}
+    assert server.locked_nodes() == {"smithi003": ("bob@desk", "/home/bob")}
     adapter_paths = [p for _, p in server.requests]
     assert adapter_paths.count("/nodes/unlock_many/") == 1  # only the test's own call

@@ -1,10 +1,12 @@
-"""Job status reports to paddles' /runs/<run>/jobs/ (a look-alike server); the no-op reporter."""
+"""Job status reports to paddles' /runs/<run>/jobs/ (a look-alike server): the direct reporter,
+the factory (the outbox reporter `serve` uses; see test_report_outbox.py), the no-op reporter."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from conftest import free_port
@@ -13,7 +15,8 @@ from paddles_server import FakePaddles
 from optialloc.config import Config
 from optialloc.domain import Job
 from optialloc.inventory import open_reporter
-from optialloc.inventory.reporter import NullReporter, PaddlesReporter
+from optialloc.inventory.paddles_client import PaddlesClient
+from optialloc.inventory.reporter import NullReporter, OutboxReporter, PaddlesReporter
 from optialloc.ports import Reporter
 
 RUN = "teuthology-2026-11-20_20:00:03-rados-main-distro-default-smithi"
@@ -51,12 +54,21 @@ def server() -> Iterator[FakePaddles]:
         yield fake
 
 
+def direct(url: str) -> Reporter:
+    return PaddlesReporter(PaddlesClient(url, setting="results_server", attempts=2, timeout=5.0))
+
+
 def reporter(server: FakePaddles) -> Reporter:
-    return open_reporter(Config(results_server=server.url))
+    return direct(server.url)
 
 
-def test_factory_picks_paddles_or_nothing(server: FakePaddles) -> None:
-    assert isinstance(reporter(server), PaddlesReporter)
+def test_factory_picks_the_outbox_or_nothing(server: FakePaddles, tmp_path: Path) -> None:
+    rep = open_reporter(Config(results_server=server.url, state_dir=str(tmp_path)))
+    try:
+        assert isinstance(rep, OutboxReporter)
+        assert rep.outbox.path == str(tmp_path / "reports.sqlite")
+    finally:
+        rep.close()
     assert isinstance(open_reporter(Config()), NullReporter)
 
 
@@ -99,7 +111,7 @@ def test_an_unknown_status_is_logged_not_sent(
 
 
 def test_a_down_results_server_is_logged_never_raised(caplog: pytest.LogCaptureFixture) -> None:
-    rep = open_reporter(Config(results_server=f"http://127.0.0.1:{free_port()}"))
+    rep = direct(f"http://127.0.0.1:{free_port()}")
     with caplog.at_level(logging.WARNING):
         rep.report(job(), "running", targets={})
     assert "could not report job 17" in caplog.text
@@ -109,7 +121,7 @@ def test_a_down_results_server_is_logged_never_raised(caplog: pytest.LogCaptureF
 def test_an_html_error_page_is_logged_never_raised(
     server: FakePaddles, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rep = open_reporter(Config(results_server=server.url + "/wrong-prefix"))
+    rep = direct(server.url + "/wrong-prefix")
     with caplog.at_level(logging.WARNING):
         rep.report(job(), "queued")
     assert "HTML/text page instead of JSON" in caplog.text

@@ -22,6 +22,7 @@ from serve_support import (
     assert_no_overlap,
     env_without_crash,
     job_body,
+    mixed_bodies,
     put_bodies,
     read_records,
     record_command,
@@ -49,19 +50,7 @@ def setup_lab(tmp_path: Path, jobs: int, seed: int = 0) -> tuple[Path, int]:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     state.mkdir()
-    rng = random.Random(seed)
-
-    bodies = (
-        job_body(
-            rng.choice((1, 1, 2, 3)),
-            run=f"run-{i % 3}",
-            owner=f"scheduled_u{i % 2}@x",
-            priority=rng.choice((75, 100, 1000)),
-            duration=rng.choice(("0.05", "0.2", "0.4")),
-        )
-        for i in range(jobs)
-    )
-    put_bodies(state, bodies)
+    put_bodies(state, mixed_bodies(jobs, random.Random(seed)))
     return path, jobs
 
 
@@ -74,7 +63,7 @@ def finish_and_check(tmp_path: Path, config: Path, expected: int) -> None:
     assert_no_overlap(records)
     state = tmp_path / "state"
     inventory = EmbeddedInventory(str(state / "inventory.sqlite"), "optialloc@crash")
-    assert inventory.held() == [], "lock leaked"
+    assert [n.name for n in inventory.nodes() if n.locked] == [], "lock leaked"
     inventory.close()
     queue = EmbeddedQueue(str(state / "queue.sqlite"))
     assert (
@@ -148,7 +137,7 @@ def test_kill_in_the_middle_of_a_batch_of_starts_then_restart(
         (r.job_id, r.state) for r in rows
     ]
     inventory = EmbeddedInventory(str(state / "inventory.sqlite"), "optialloc@crash")
-    assert len(inventory.held()) == locks_held
+    assert len([n for n in inventory.nodes() if n.locked]) == locks_held
     inventory.close()
     if crash_at.startswith("launch"):
         # at least three wrappers were started (launches run on a few threads, so

@@ -127,7 +127,7 @@ def put_raw(port: int) -> int:
 def assert_lab_clean(tmp_path: Path, port: int) -> None:
     state = tmp_path / "state"
     inventory = EmbeddedInventory(str(state / "inventory.sqlite"), "optialloc@e2e")
-    assert inventory.held() == [], "a lock was left behind"
+    assert [n.name for n in inventory.nodes() if n.locked] == [], "a lock was left behind"
     inventory.close()
     conn = beanstalkc.Connection("127.0.0.1", port, parse_yaml=yaml.safe_load)
     for tube in conn.tubes():

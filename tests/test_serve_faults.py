@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import beanstalkc
@@ -131,7 +132,13 @@ def test_lock_server_refusing_or_unreachable_for_a_while(tmp_path: Path, fault: 
             paddles.busy_lock_many = 4  # the next 4 lock_many calls answer 403
         else:
             paddles.stall_after_locks = 2  # then drop every request until unstalled
-            threading.Timer(6.0, paddles.unstall).start()  # past the client's retries
+
+            def unstall_later() -> None:  # counted from the stall, not from a slow start-up
+                wait_for(lambda: paddles._stalled, timeout=60, what="the outage")
+                time.sleep(4.0)  # past the client's retries
+                paddles.unstall()
+
+            threading.Thread(target=unstall_later, daemon=True).start()
         config = _config(
             tmp_path,
             lock_server=paddles.url,

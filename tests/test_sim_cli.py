@@ -77,7 +77,7 @@ def test_text_table_for_an_swf_window_with_baselines() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("200 jobs, 1 window(s), 256 nodes")
+    assert lines[0].startswith("200 jobs, 1 window, 256 nodes")
     assert "mean bounded slowdown (tau 10 s)" in proc.stdout and " h" in proc.stdout
 
 

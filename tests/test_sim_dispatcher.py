@@ -117,7 +117,7 @@ def test_demo_workload_through_the_real_dispatcher_runs_every_job_once() -> None
     _no_overlap(result)
     # the dispatcher's own view agrees: nothing pending or claimed, no lock left
     assert scheduler.queue.pending() == () and list(scheduler.queue.claimed()) == []
-    assert scheduler.inventory.held() == []
+    assert [n.name for n in scheduler.inventory.nodes() if n.locked] == []
     assert result.ticks and all(t.status for t in result.ticks)
     for r in result.records:
         assert r.start is not None and r.start >= r.job.submit
@@ -148,7 +148,7 @@ def test_snapshot_through_the_dispatcher_waits_for_running_jobs(tmp_path: Path) 
     # the 2-node job can only start when the running job ends (t=600 s); job 8 fits at once
     assert got == {"5": -600.0, "7": 600.0, "8": 0.0}
     _no_overlap(result)
-    assert scheduler.inventory.held() == []
+    assert [n.name for n in scheduler.inventory.nodes() if n.locked] == []
 
 
 def test_the_body_sent_to_the_queue_is_the_workloads_body() -> None:

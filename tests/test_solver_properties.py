@@ -1,5 +1,12 @@
 """Property tests: every plan validates, tiny instances are solved to the brute-force optimum,
-and a starved big job starts within the documented bound (after_hours + max_job_time)."""
+and a starved big job starts within the documented bound (after_hours + max_job_time).
+
+Half the instances of the first two come from `contended`, built so that
+fairness caps bind with rival owners and runs (free-form labs rarely make
+them bind: a cap off by one went unnoticed there). `caps_bind` labels every
+example (see `--hypothesis-show-statistics`); docs/testing.md has the bugs
+planted to check that these properties find them, and how often they did.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from itertools import combinations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from solver_support import T0, job
 
@@ -40,19 +47,32 @@ def labs(draw: st.DrawFn, max_nodes: int = 8, types: tuple[str, ...] = TYPES) ->
         machine_type = draw(st.sampled_from(types))
         os_type, os_version = draw(st.sampled_from(OSES))
         state = draw(st.sampled_from(("free", "free", "free", "down", "locked")))
+        arch = draw(st.sampled_from(("x86_64", "x86_64", None)))
         out.append(
-            Node(
-                f"{machine_type}{k:02d}",
-                machine_type,
-                up=state != "down",
-                locked=state == "locked",
-                locked_by="someone" if state == "locked" else None,
-                os_type=os_type,
-                os_version=os_version,
-                arch=draw(st.sampled_from(("x86_64", "x86_64", None))),
-            )
+            lab_node(f"{machine_type}{k:02d}", machine_type, state, os_type, os_version, arch)
         )
     return out
+
+
+def lab_node(
+    name: str,
+    machine_type: str,
+    state: str,
+    os_type: str = "ubuntu",
+    os_version: str = "22.04",
+    arch: str | None = None,
+) -> Node:
+    """A node in `state`: free, down, or locked by someone else."""
+    return Node(
+        name,
+        machine_type,
+        up=state != "down",
+        locked=state == "locked",
+        locked_by="someone" if state == "locked" else None,
+        os_type=os_type,
+        os_version=os_version,
+        arch=arch,
+    )
 
 
 @st.composite
@@ -90,7 +110,53 @@ def estimate_body(seconds: float | None) -> dict[str, float]:
 
 
 @st.composite
-def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
+def contended(
+    draw: st.DrawFn, max_nodes: int = 8, max_jobs: int = 8, types: tuple[str, ...] = TYPES
+) -> tuple[list[Node], list[Job], list[bool]]:
+    """(lab, queue, busy) where one owner, mostly in one run, wants more of a reimaged
+    type than a share of it, while other owners (runs) wait for the same type at the
+    same or a better priority: the shape in which fairness caps decide the plan."""
+    hot = draw(st.sampled_from([t for t in types if t in ("smithi", "mira")]))
+    others = [t for t in types if t != hot]
+    hot_count = draw(st.integers(4, max_nodes))
+    lab = []
+    for k in range(max_nodes):
+        if k < hot_count:
+            machine_type = hot
+            state = draw(st.sampled_from(("free",) * 6 + ("down", "locked")))
+        else:
+            machine_type = draw(st.sampled_from(others))
+            state = draw(st.sampled_from(("free", "free", "down")))
+            if k >= hot_count + draw(st.integers(0, 2)):
+                break
+        lab.append(lab_node(f"{machine_type}{k:02d}", machine_type, state))
+    heavy_priority = draw(st.sampled_from((10, 100, 1000)))
+    heavy = draw(st.integers(2, max_jobs - 1))
+    queue = []
+    for k in range(draw(st.integers(heavy + 1, max_jobs))):
+        mine = k < heavy
+        listed = (hot,) if mine or not others else draw(st.sampled_from(((hot,), (hot, others[0]))))
+        queue.append(
+            job(
+                f"j{k}",
+                draw(st.sampled_from((1, 1, 1, 2))) if mine else draw(st.integers(1, 2)),
+                listed,
+                # rivals as urgent or more (so `peers_only` caps bind too), sometimes less
+                priority=heavy_priority
+                if mine
+                else draw(st.sampled_from((heavy_priority, heavy_priority, 1, 5000))),
+                owner="alice" if mine else draw(st.sampled_from(("bob", "carol"))),
+                run="r1" if mine and k % 4 else draw(st.sampled_from(("r2", "r3"))),
+                waited_h=draw(st.sampled_from((0.0, 2.0, 30.0))),
+                body=estimate_body(draw(st.sampled_from((None, 1800.0, 90000.0)))),
+            )
+        )
+    busy = draw(st.lists(st.booleans(), max_size=len(lab)))
+    return lab, queue, busy
+
+
+@st.composite
+def policies(draw: st.DrawFn, holds: bool = True, capped: bool = False) -> Policy:
     return policy_from_mapping(
         {
             "aging": {"enabled": draw(st.booleans()), "rate_per_hour": 5.0, "max_boost": 400.0},
@@ -117,8 +183,10 @@ def policies(draw: st.DrawFn, holds: bool = True) -> Policy:
                 "runtime_bucket_base": draw(st.sampled_from((2, 4))),
             },
             "fairness": {
-                "owner_max_share": draw(st.sampled_from((1.0, 0.5, 0.25))),
-                "run_max_share": draw(st.sampled_from((1.0, 0.4))),
+                "owner_max_share": draw(
+                    st.sampled_from((0.5, 0.34, 0.25) if capped else (1.0, 0.5, 0.25))
+                ),
+                "run_max_share": draw(st.sampled_from((1.0, 0.5, 0.4))),
                 "usage_penalty": draw(st.sampled_from((0.0, 1.0))),
                 "peers_only": draw(st.booleans()),
                 "work_conserving": draw(st.booleans()),
@@ -152,12 +220,43 @@ def with_running(lab: list[Node], queue: list[Job], busy: list[bool]) -> Snapsho
     )
 
 
+@st.composite
+def instances(
+    draw: st.DrawFn,
+    max_nodes: int = 8,
+    max_jobs: int = 8,
+    types: tuple[str, ...] = TYPES,
+    choices: tuple[str, ...] = (*TYPES, "ovh"),
+    holds: bool = True,
+) -> tuple[Snapshot, Policy]:
+    """A snapshot and a policy: free-form (`labs`, `queues`, `policies`), or, for half
+    the examples, `contended` with a share cap below 1."""
+    if draw(st.booleans()):
+        lab, queue, busy = draw(contended(max_nodes, max_jobs, types))
+        policy = draw(policies(holds, capped=True))
+    else:
+        lab = draw(labs(max_nodes, types))
+        queue = draw(queues(max_jobs, choices))
+        busy = draw(st.lists(st.booleans(), max_size=max_nodes))
+        policy = draw(policies(holds))
+    return with_running(lab, queue, busy), policy
+
+
+def caps_bind(snap: Snapshot, policy: Policy) -> bool:
+    """Whether a fairness cap changes the decision: the best plan without caps breaks one."""
+    shares = {"owner_max_share": 1.0, "run_max_share": 1.0}
+    uncapped = solve(
+        snap, replace(policy, fairness=replace(policy.fairness, **shares)), explain=False
+    )
+    return any(" cap is " in v for v in validate_plan(snap, policy, uncapped))
+
+
 @PROPS
-@given(labs(), queues(), st.lists(st.booleans(), max_size=8), policies())
-def test_every_plan_validates(
-    lab: list[Node], queue: list[Job], busy: list[bool], policy: Policy
-) -> None:
-    snap = with_running(lab, queue, busy)
+@given(instances())
+def test_every_plan_validates(case: tuple[Snapshot, Policy]) -> None:
+    snap, policy = case
+    event(f"fairness caps bind: {caps_bind(snap, policy)}")
+    queue = snap.queue
     plan = solve(snap, policy)
     assert validate_plan(snap, policy, plan) == []
     assert abs(plan_objective(snap, policy, plan) - plan.solver.objective) <= 1e-6 * max(
@@ -221,16 +320,10 @@ def brute_force_best(snap: Snapshot, policy: Policy) -> float:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    labs(max_nodes=6, types=("smithi", "vps")),
-    queues(max_jobs=5, choices=("smithi", "vps")),
-    st.lists(st.booleans(), max_size=6),
-    policies(holds=False),
-)
-def test_tiny_instances_reach_brute_force_optimum(
-    lab: list[Node], queue: list[Job], busy: list[bool], policy: Policy
-) -> None:
-    snap = with_running(lab, queue, busy)
+@given(instances(6, 5, ("smithi", "vps"), ("smithi", "vps"), holds=False))
+def test_tiny_instances_reach_brute_force_optimum(case: tuple[Snapshot, Policy]) -> None:
+    snap, policy = case
+    event(f"fairness caps bind: {caps_bind(snap, policy)}")
     plan = solve(snap, policy)
     best = brute_force_best(snap, policy)
     assert abs(plan.solver.objective - best) <= 1e-6 * max(1.0, best), (plan, best)

@@ -4,7 +4,10 @@ Each subcommand lives in its own module under `optialloc.cli` with a
 `register(subparsers)` function that adds its parser and sets
 `func=handler`, where `handler(args) -> int` returns the exit code.
 `OptiallocError`s raised by handlers become one clear line on stderr and
-their own exit code (see `optialloc.errors.ExitCode`).
+their own exit code (see `optialloc.errors.ExitCode`). Two operating-system
+errors every command can meet are handled here once, also as one line:
+a closed output pipe (`optialloc demo | head`: exit 0, nothing more is
+written) and a directory where a file was expected (exit 3, naming it).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,19 +23,25 @@ from optialloc import __version__
 from optialloc.errors import ExitCode, OptiallocError
 
 #: Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS = ("plan", "schedule", "queue", "nodes", "serve", "whatif", "demo")
+SUBCOMMANDS = ("plan", "schedule", "queue", "nodes", "serve", "web", "whatif", "demo")
 
 EPILOG = """\
 examples:
+  optialloc demo
   optialloc plan --dry-run --snapshot fixtures/snapshots/small.yaml
-  optialloc schedule job.yaml --name my-run --priority 100 -N 3
+  optialloc schedule fixtures/jobs/rados-basic.yaml --name my-run --machine-type smithi -N 3
   optialloc queue list --owner scheduled_me@host
   optialloc nodes list --machine-type smithi
   optialloc serve --exit-on-empty-queue
-  optialloc whatif --lab fixtures/labs/demo.yaml --workload fixtures/workloads/demo.jsonl
+  optialloc web --port 8080
+  optialloc whatif --lab demo --workload demo
 
 Settings come from --config FILE or $OPTIALLOC_CONFIG (docs/configuration.md);
-with neither, optialloc runs on its embedded default (SQLite queue and inventory).
+with neither, optialloc runs on its embedded default (SQLite queue and inventory
+in $XDG_STATE_HOME/optialloc, else ~/.local/state/optialloc; the shipped demo lab).
+Exit codes: 0 ok (also when the reader of the output went away), 1 internal
+error, 2 usage, 3 bad input, 4 plan rejected, 5 backend unreachable,
+6 conflict, 7 not found.
 """
 
 
@@ -77,6 +87,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptiallocError as exc:
         print(f"optialloc {args.command}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error. Point stdout at /dev/null so
+        # the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return int(ExitCode.OK)
+    except IsADirectoryError as exc:
+        print(
+            f"optialloc {args.command}: {exc.filename}: is a directory, expected a file",
+            file=sys.stderr,
+        )
+        return int(ExitCode.BAD_INPUT)
     except KeyboardInterrupt:
         print(f"optialloc {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -3,8 +3,10 @@
 `run_demo` makes (or takes) a state dir, puts jobs of different sizes,
 priorities, machine types and owners into the embedded queue, runs the real
 `serve` loop (`--exit-on-empty-queue`) with a command runner that sleeps
-each job's `duration` (0.5-3 s), shows a progress bar on stderr, and returns
-a `DemoSummary` computed from the dispatcher's journal. The CLI prints it.
+each job's `duration` (0.5-3 s), shows progress on stderr (a bar on a
+terminal, a line every 10 s otherwise), and returns a `DemoSummary` computed
+from the dispatcher's journal. The CLI prints it. The nodes are the shipped
+demo lab (`optialloc/data/labs/demo.yaml`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tqdm import tqdm
-
+from optialloc.cli.progress import progress_bar
 from optialloc.config import Config
+from optialloc.dispatch.context import DEFERRED
 from optialloc.dispatch.dispatcher import TickReport
 from optialloc.dispatch.journal import JOURNAL_FILE, Journal
 from optialloc.dispatch.serve import serve
@@ -35,11 +37,14 @@ TYPES = (("smithi", 6), ("mira", 2), ("smithi,mira", 1), ("gibba", 1))
 
 
 def demo_bodies(count: int, seed: int) -> list[dict[str, object]]:
-    """`count` teuthology-like bodies in a few suite runs, plus one run's `last_in_suite` job."""
+    """`count` teuthology-like bodies in all: `count - 1` test jobs and one `last_in_suite` job.
+
+    (A single body is a test job: a suite needs a test before its last job.)
+    """
     rng = random.Random(seed)
     kinds = [t for t, weight in TYPES for _ in range(weight)]
     bodies: list[dict[str, object]] = []
-    for _i in range(count):
+    for _i in range(count - 1 if count > 1 else count):
         owner = rng.choice(OWNERS)
         machine_type = rng.choice(kinds)
         most = 1 if machine_type == "gibba" else 3
@@ -60,7 +65,7 @@ def demo_bodies(count: int, seed: int) -> list[dict[str, object]]:
                 "last_in_suite": False,
             }
         )
-    if bodies:
+    if count > 1:
         first = bodies[0]
         bodies.append(
             {
@@ -158,12 +163,16 @@ def run_demo(
     finally:
         queue.close()
     total = len(bodies)
-    bar = tqdm(total=total, desc="demo jobs", unit="job", disable=not progress, leave=True)
+    bar = progress_bar(total, "demo jobs", "job") if progress else None
     ticks = [0]
 
     def on_tick(report: TickReport) -> None:
         ticks[0] += 1
-        done = len(report.finished) + len(report.failed)
+        # a deferred start stays queued: it is not done
+        failed = [f for f in report.failed if not f[1].startswith(DEFERRED)]
+        done = len(report.finished) + len(failed)
+        if bar is None:
+            return
         if done:
             bar.update(done)
         bar.set_postfix(
@@ -173,7 +182,8 @@ def run_demo(
     try:
         serve(config, exit_on_empty_queue=True, on_tick=on_tick)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     from optialloc.inventory import open_inventory
 
     inventory = open_inventory(config)
@@ -184,7 +194,7 @@ def run_demo(
     return summarize(state_dir, up, ticks[0])
 
 
-def format_summary(summary: DemoSummary) -> str:
+def format_summary(summary: DemoSummary, kept: bool = True) -> str:
     """The summary as the CLI prints it (every number with its unit)."""
     lines = [
         f"demo finished: {summary.jobs} jobs run ({summary.succeeded} passed, "
@@ -197,5 +207,8 @@ def format_summary(summary: DemoSummary) -> str:
         lines.append(
             f"  {owner:<24} {count:>3} jobs  mean wait {wait:5.1f} s  {node_s:6.1f} node-s"
         )
-    lines.append(f"state (journal, queue, archive): {summary.state_dir}")
+    if kept:
+        lines.append(f"state (journal, queue, archive): {summary.state_dir}")
+    else:
+        lines.append("state removed (pass --keep to keep it)")
     return "\n".join(lines)

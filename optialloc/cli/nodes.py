@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from dataclasses import asdict
 
+from optialloc.cli.actions import add_action
 from optialloc.cli.tables import table
-from optialloc.config import Config, load_config, with_overrides
+from optialloc.config import Config, describe_inventory, load_config, with_overrides
 from optialloc.domain import Node
 from optialloc.errors import Conflict, ExitCode, InputError, NotFound
 from optialloc.inventory import inventory_path, open_embedded, open_inventory
@@ -40,12 +42,29 @@ Locks are taken as `locked_by` from the config (default optialloc@<host>);
 
 Inventory = EmbeddedInventory | PaddlesInventory
 
+#: Examples per action, shown in `optialloc nodes ACTION --help` (and run by a test).
+ACTION_EXAMPLES = {
+    "list": "optialloc nodes list\n  optialloc nodes list --machine-type smithi --json",
+    "import": "optialloc nodes import fixtures/labs/sepia.yaml",
+    "lock": "optialloc nodes lock smithi001 smithi002 --for /archive/my-run/17 --owner me@lab",
+    "unlock": "optialloc nodes unlock smithi001 smithi002 --for /archive/my-run/17\n"
+    "  optialloc nodes unlock smithi001",
+    "up": "optialloc nodes up mira004",
+    "down": "optialloc nodes down mira004",
+    "usage": "optialloc nodes usage\n  optialloc nodes usage --json",
+}
+
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     if getattr(args, "locked_by", None):
         config = with_overrides(config, locked_by=args.locked_by)
     return config
+
+
+def _say_where(config: Config) -> None:
+    """The one line a node-changing command prints: which inventory it changed."""
+    print(f"optialloc nodes: changed {describe_inventory(config)}", file=sys.stderr)
 
 
 def _state(node: Node) -> str:
@@ -105,7 +124,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    inventory = open_inventory(_config(args))
+    config = _config(args)
+    inventory = open_inventory(config)
     if isinstance(inventory, EmbeddedInventory):
         nodes = inventory.lock(args.names, args.description, owner=args.owner)
     else:
@@ -114,17 +134,20 @@ def cmd_lock(args: argparse.Namespace) -> int:
         f"locked {len(nodes)} node(s) as {inventory.locked_by} for {args.description}: "
         + " ".join(node.name for node in nodes)
     )
+    _say_where(config)
     return int(ExitCode.OK)
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    inventory = open_inventory(_config(args))
+    config = _config(args)
+    inventory = open_inventory(config)
     if args.description:
         inventory.unlock(args.names, args.description)
         print(
             f"unlocked {len(args.names)} node(s) held for {args.description}: "
             + " ".join(args.names)
         )
+        _say_where(config)
         return int(ExitCode.OK)
     # No --for: unlock each node for whatever it is locked for, if we locked it.
     current = {node.name: node for node in inventory.nodes()}
@@ -147,16 +170,19 @@ def cmd_unlock(args: argparse.Namespace) -> int:
             print(f"unlocked {' '.join(names)} (held for {description})")
         else:
             print(f"{' '.join(names)}: not locked")
+    _say_where(config)
     if refused:
         raise Conflict("; ".join(refused))
     return int(ExitCode.OK)
 
 
 def cmd_up_down(args: argparse.Namespace) -> int:
-    inventory = open_inventory(_config(args))
+    config = _config(args)
+    inventory = open_inventory(config)
     up = args.nodes_command == "up"
     inventory.set_up(args.names, up)
     print(f"marked {len(args.names)} node(s) {'up' if up else 'down'}: {' '.join(args.names)}")
+    _say_where(config)
     return int(ExitCode.OK)
 
 
@@ -193,20 +219,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="nodes_command", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(dest="nodes_command", metavar="ACTION", required=True)
 
-    p = commands.add_parser("list", help="list nodes with their state and lock")
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return add_action(sub, name, help_text, ACTION_EXAMPLES[name])
+
+    p = add("list", "list nodes with their state and lock")
     p.add_argument("--machine-type", metavar="T", help="only nodes of this machine type")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_list)
 
-    p = commands.add_parser(
-        "import", help="add or update nodes from a lab YAML (embedded inventory)"
-    )
+    p = add("import", "add or update nodes from a lab YAML (embedded inventory)")
     p.add_argument("lab", metavar="LAB.yaml", help="lab file (format: docs/nodes.md)")
     p.set_defaults(func=cmd_import)
 
-    p = commands.add_parser("lock", help="lock nodes for one job, all or none")
+    p = add("lock", "lock nodes for one job, all or none")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument(
         "--for",
@@ -221,7 +248,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_lock)
 
-    p = commands.add_parser("unlock", help="unlock nodes we hold")
+    p = add("unlock", "unlock nodes we hold")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument(
         "--for",
@@ -238,10 +265,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("up", "mark nodes up (usable)"),
         ("down", "mark nodes down (never handed out)"),
     ):
-        p = commands.add_parser(action, help=text)
+        p = add(action, text)
         p.add_argument("names", nargs="+", metavar="NAME")
         p.set_defaults(func=cmd_up_down)
 
-    p = commands.add_parser("usage", help="locked nodes per owner per machine type")
+    p = add("usage", "locked nodes per owner per machine type")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_usage)

@@ -36,6 +36,14 @@ examples:
   optialloc plan --dry-run --snapshot fixtures/snapshots/sepia.gen.yaml \\
       --dump-snapshot /tmp/sepia.yaml
 
+what it touches: nothing in the lab. With --snapshot only that file is read. On the
+live lab (no --snapshot) it reads the config's queue, lock server and optialloc's
+state dir (where it keeps one hint: the job id the next peek walk starts from):
+with `queue_backend: beanstalk` beanstalkd is read by `peek` and `stats-*` only (no
+reserve, delete, bury, kick or priority change; jobs stay ready, in order), and
+paddles by GETs; nothing is reported to the results server. Safe beside
+teuthology's own dispatchers. Only `optialloc serve` moves jobs.
+
 exit codes: 0 valid plan, 2 usage, 3 bad snapshot or policy file, 4 plan rejected by the validator.
 A snapshot file may also hold fixture-generator parameters (a `generator:` key):
 the lab is then generated from them (see docs/snapshot-format.md).
@@ -98,7 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--policy",
         metavar="FILE",
-        help="policy model (default: the config's `policy`, models/default.yaml)",
+        help="policy model: a shipped name (default, throughput) or a YAML file "
+        "(default: the config's `policy`, else the shipped default)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of tables"
@@ -149,7 +158,7 @@ def handle(args: argparse.Namespace) -> int:
     else:
         document = load_snapshot_document(args.snapshot)
         snapshot, runtimes, source = document.snapshot, document.runtimes, args.snapshot
-    policy = load_policy(config.resolve_path(args.policy or config.policy))
+    policy = load_policy(args.policy or config.policy_path)
     if args.dump_snapshot:
         dump_snapshot(
             snapshot,

@@ -6,6 +6,12 @@ teuthology; `targets` stripped), dumped with `yaml.safe_dump`, and put with
 the body's priority and a ttr of 86400 s into the tube of its machine type
 (`multi` for several). So a lab without teuthology can feed optialloc, and
 the beanstalkd path sees exactly what teuthology would put there.
+
+Unlike teuthology-schedule, it refuses (exit 3, saying why) what could never
+run: an empty job (no roles and no tasks, unless it is a suite's
+`last_in_suite` job) and a machine type the inventory has no node of
+(`--force` queues such a job anyway, e.g. before the nodes are added).
+It says which queue it wrote to.
 """
 
 from __future__ import annotations
@@ -20,15 +26,26 @@ from typing import Any
 
 import yaml
 
+from optialloc.config import Config, describe_queue, load_config
 from optialloc.errors import InputError, JobParseError
-from optialloc.teuthology import DEFAULT_PRIORITY, TEUTHOLOGY_TTR, dump_body, parse_job, tube_for
+from optialloc.teuthology import (
+    DEFAULT_PRIORITY,
+    TEUTHOLOGY_TTR,
+    dump_body,
+    parse_job,
+    split_machine_types,
+    tube_for,
+)
+from optialloc.yaml_errors import describe_yaml_error
 
 EXAMPLES = """\
 examples:
-  optialloc schedule job.yaml --name my-run --machine-type smithi
-  optialloc schedule job.yaml --name my-run --priority 100 -N 3
-  optialloc schedule base.yaml overrides.yaml --name my-run --machine-type smithi,mira
-  optialloc schedule job.yaml --name my-run --machine-type smithi --dry-run
+  optialloc schedule fixtures/jobs/rados-basic.yaml --name my-run --machine-type smithi
+  optialloc schedule fixtures/jobs/rados-basic.yaml --name my-run --machine-type smithi \\
+      --priority 100 -N 3
+  optialloc schedule fixtures/jobs/rados-basic.yaml fixtures/jobs/multi-type.yaml --name my-run
+  optialloc schedule fixtures/jobs/rados-basic.yaml --name my-run --machine-type smithi --dry-run
+  optialloc schedule fixtures/jobs/rados-basic.yaml --name later --machine-type newtype --force
 
 Fields set here (name, priority, owner, machine_type, description, email,
 first_in_suite, last_in_suite) are overridden by the same keys in the job
@@ -72,6 +89,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="suite seed (first job of a suite)")
     parser.add_argument("--subset", help="suite subset such as 1/40 (first job of a suite)")
     parser.add_argument("--dry-run", action="store_true", help="print the body; queue nothing")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="queue even for a machine type the inventory has no node of",
+    )
     parser.set_defaults(func=handle)
 
 
@@ -100,8 +122,9 @@ def load_job_files(paths: list[str]) -> dict[str, Any]:
         except OSError as exc:
             raise InputError(path, f"cannot read the job file ({exc.strerror or exc})") from exc
         except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "parse error"
-            raise InputError(path, f"not valid YAML ({first}): fix the job file") from exc
+            raise InputError(
+                path, f"not valid YAML ({describe_yaml_error(exc)}): fix the job file"
+            ) from exc
         if data is None:
             continue
         if not isinstance(data, dict):
@@ -174,15 +197,55 @@ def handle(args: argparse.Namespace) -> int:
         parse_job(body, job_id="0", queued_at=datetime.now(UTC), tube=str(body["tube"]))
     except JobParseError as exc:
         raise InputError(exc.field, f"{exc.problem} (in {', '.join(args.files)})") from exc
+    refuse_empty(body, args.files)
     text = dump_body(body)
     if args.dry_run:
         sys.stdout.write("---\n" + text)
         return 0
+    config = load_config(args.config)
+    if not args.force:
+        refuse_unknown_types(config, str(body["machine_type"]))
     queue = open_configured_queue(args)
+    ids = []
     try:
         for _ in range(args.num):
             job_id = queue.put(str(body["tube"]), text, int(body["priority"]), TEUTHOLOGY_TTR)
+            ids.append(job_id)
             print(f"Job scheduled with name {body['name']} and ID {job_id} (tube {body['tube']})")
     finally:
         queue.close()
+    which = f"job {ids[0]}" if len(ids) == 1 else f"{len(ids)} jobs ({ids[0]}-{ids[-1]})"
+    print(f"queued {which} in {describe_queue(config)}", file=sys.stderr)
     return 0
+
+
+def refuse_empty(body: dict[str, Any], files: list[str]) -> None:
+    """An empty job (no roles, no tasks, not a suite's last job) would run nothing: refuse it."""
+    if body.get("roles") or body.get("tasks") or body.get("last_in_suite"):
+        return
+    raise InputError(
+        "roles/tasks",
+        f"the job has neither (in {', '.join(files)}): it would lock nothing and run "
+        "nothing; add roles and tasks, or pass --last-in-suite for a suite's last job",
+    )
+
+
+def refuse_unknown_types(config: Config, machine_type: str) -> None:
+    """Refuse a machine type the inventory has no node of (a typo, or nodes not added yet)."""
+    from optialloc.inventory import open_inventory
+
+    inventory = open_inventory(config)
+    try:
+        known = {node.machine_type for node in inventory.nodes()}
+    finally:
+        close = getattr(inventory, "close", None)
+        if close is not None:
+            close()
+    missing = [t for t in split_machine_types(machine_type) if t not in known]
+    if missing:
+        raise InputError(
+            "--machine-type",
+            f"the inventory has no node of type {', '.join(missing)} "
+            f"(it has {', '.join(sorted(known)) or 'no nodes'}): the job could never run; "
+            "fix the type, or pass --force to queue it anyway",
+        )

@@ -14,28 +14,39 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from optialloc.cli.progress import progress_bar
 from optialloc.errors import InputError
 
 EPILOG = """\
 examples:
-  # a Sepia-like week (generated from parameters) vs every baseline
-  optialloc whatif --lab fixtures/labs/sepia.yaml --workload fixtures/workloads/sepia-week.yaml
-  # a small JSON Lines workload, two policies, JSON out
-  optialloc whatif --lab fixtures/labs/demo.yaml --workload fixtures/workloads/demo.jsonl \\
-      --policy models/default.yaml --policy models/throughput.yaml --json
-  # the RLScheduler Lublin windows, with a report directory
-  optialloc whatif --swf ../shared/data/traces/lublin_256.swf --window lublin \\
-      --swf-priority 1000 --baseline fcfs --baseline easy --report /tmp/lublin
+  # the shipped demo workload on the shipped demo lab: the default policy vs every baseline
+  optialloc whatif --lab demo --workload demo
+  # two shipped policies, JSON out
+  optialloc whatif --lab demo --workload demo --policy default --policy throughput --json
+  # the default policy beside two baselines, with a report directory
+  optialloc whatif --lab demo --workload demo --baseline teuthology --baseline fcfs \\
+      --report /tmp/whatif
   # what would the queue in this snapshot do (runtimes from the file)
-  optialloc whatif --snapshot snapshot.yaml --default-runtime 3600
+  optialloc whatif --snapshot fixtures/snapshots/small.yaml --default-runtime 3600
+  # RLScheduler's ten Lublin windows (lublin_256.swf from github.com/DIR-LAB/deep-batch-scheduler)
+  optialloc whatif --swf lublin_256.swf --window lublin --swf-priority 1000 \\
+      --baseline fcfs --baseline easy --report /tmp/lublin
+  # a Sepia-like week from generator parameters (a checkout's fixtures; several minutes):
+  #   optialloc whatif --lab fixtures/labs/sepia.yaml --workload fixtures/workloads/sepia-week.yaml
   # write a generated workload to a file
   python -m optialloc.sim.generate fixtures/workloads/sepia-week.yaml /tmp/week.jsonl
 
+--lab and --workload take a file or the name of a shipped one (demo);
+--policy a file or a shipped model (default, throughput).
 Baselines: fcfs (strict per machine type), teuthology (today's dispatchers:
 one per tube, blocking, racing, 5 nodes kept back from scheduled* owners),
 easy (EASY backfill, perfect runtime estimates), easy-maxtime (EASY with
-max_job_time estimates). Without --policy/--baseline: models/default.yaml and
-all four baselines. Waits are in hours in the table, seconds in --json.
+max_job_time estimates), greedy (priority order, start whatever fits, no
+holds; on request). Without --policy/--baseline: the default policy and the
+first four baselines; the default policy runs beside named baselines unless
+--no-policy. Lab workloads decide as serve does (on every arrival and finish,
+at serve's minimum gap); --tick-seconds 60 gives fixed 60 s ticks.
+Waits are in hours in the table, seconds in --json.
 """
 
 
@@ -64,11 +75,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "'lublin' = RLScheduler's 10 windows",
     )  # fmt: skip
     parser.add_argument(
-        "--policy", metavar="FILE", action="append", default=[], help="policy model (repeatable)"
-    )
+        "--policy", metavar="NAME|FILE", action="append", default=[],
+        help="policy model: a shipped name (default, throughput) or a YAML file (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-policy", action="store_true",
+        help="baselines only (by default the shipped default policy runs beside them)",
+    )  # fmt: skip
     parser.add_argument(
         "--baseline", action="append", default=[],
-        choices=("fcfs", "teuthology", "easy", "easy-maxtime"),
+        choices=("fcfs", "teuthology", "easy", "easy-maxtime", "greedy"),
         help="baseline scheduler (repeatable)",
     )  # fmt: skip
     parser.add_argument(
@@ -79,8 +95,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument(
         "--tick-seconds", type=float, default=None, metavar="S",
-        help="decide at most every S simulated seconds "
-        "(default: 60 s for labs, every event for --swf)",
+        help="decide on fixed ticks every S simulated seconds (e.g. 60) instead of as serve "
+        "does (default for labs: on every arrival and finish, at serve's minimum gap and "
+        "idle tick; --swf: after every event)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle-seconds", type=float, default=None, metavar="S",
+        help="with serve's cadence, the tick when nothing happens (default: serve's "
+        "tick_seconds, 10 s; e.g. 300 for a faster replay of a long week)",
     )  # fmt: skip
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for the teuthology race and SWF priorities"
@@ -128,14 +150,15 @@ def _windows(values: list[str]) -> list[str]:
 
 
 def _progress_factory(quiet: bool) -> Any:
-    if quiet or not sys.stderr.isatty():
+    """A bar per simulation on a terminal; elsewhere a line at most every 10 s (cli.progress)."""
+    if quiet:
         return None
-    from tqdm import tqdm
 
     def factory(label: str, total: int) -> Any:
-        # a pseudo-terminal of size 0x0 would make tqdm draw an empty bar
-        width = shutil.get_terminal_size((100, 20)).columns
-        bar = tqdm(total=total, desc=label, unit="job", file=sys.stderr, leave=False, ncols=width)
+        bar = progress_bar(total, label, "job", leave=False)
+        if hasattr(bar, "ncols"):
+            # a pseudo-terminal of size 0x0 would make tqdm draw an empty bar
+            bar.ncols = shutil.get_terminal_size((100, 20)).columns
         done = [0]
         first: list[float] = []
 
@@ -167,9 +190,17 @@ def handle(args: argparse.Namespace) -> int:
             raise InputError(
                 "--swf-priority", f"{args.swf_priority!r}: give a number or 'bands'"
             ) from exc
+    from optialloc.resources import resolve_file, shipped_names
+
     for policy in args.policy:
-        if not Path(policy).is_file():
-            raise InputError("--policy", f"{policy}: no such file (e.g. models/default.yaml)")
+        if not Path(resolve_file("models", policy)).is_file():
+            raise InputError(
+                "--policy",
+                f"{policy}: no such file and no shipped model of that name "
+                f"(shipped: {', '.join(shipped_names('models'))})",
+            )
+    if args.no_policy and args.policy:
+        raise InputError("--no-policy", "give --policy or --no-policy, not both")
     scenario = sc.load_scenario(
         lab=args.lab,
         workload=args.workload,
@@ -182,9 +213,12 @@ def handle(args: argparse.Namespace) -> int:
         swf_compress=args.swf_compress,
         default_runtime=args.default_runtime,
         max_job_time=args.max_job_time,
+        idle_s=args.idle_seconds,
     )
     scenario.dump_rejected = args.dump_rejected
-    policies = args.policy or ([] if args.baseline else [str(default_policy_path())])
+    # optialloc's own policy is always in the table unless --no-policy; baselines
+    # default to all four unless a --policy alone was asked for.
+    policies = args.policy or ([] if args.no_policy else ["default"])
     baselines = args.baseline or (
         [] if args.policy else ["fcfs", "teuthology", "easy", "easy-maxtime"]
     )
@@ -195,23 +229,38 @@ def handle(args: argparse.Namespace) -> int:
         scenario, schedulers, progress=_progress_factory(args.quiet), workers=args.workers
     )
     if args.report:
-        title = f"What-if: {args.workload or args.snapshot or args.swf}"
+        title = (
+            f"What-if: {args.workload or args.snapshot or args.swf} "
+            f"(decisions: {scenario.decisions()})"
+        )
         for path in write_report(outcomes, args.report, title=title):
             print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(json_object(outcomes), indent=2, sort_keys=True))
     else:
-        jobs = sum(len(w.jobs) for w in scenario.windows)
-        nodes = len(scenario.nodes)
-        tick = f"{scenario.tick_s:g} s ticks" if scenario.tick_s else "every event"
-        print(f"{jobs} jobs, {len(scenario.windows)} window(s), {nodes} nodes, decisions: {tick}")
+        print(workload_line(scenario))
         print(render_text(outcomes))
+        for outcome in outcomes:
+            walls = [float(w.get("sim_wall_s", 0.0)) for w in outcome.per_window]
+            if len(walls) > 1:
+                print(
+                    f"simulation wall time ({outcome.name}): {sum(walls):.1f} s in all, "
+                    f"{sum(walls) / len(walls):.1f} s per window (mean)"
+                )
         for outcome in outcomes:
             for note in outcome.notes[:5]:
                 print(f"note ({outcome.name}): {note}")
     return 0
 
 
-def default_policy_path() -> Path:
-    """models/default.yaml of this checkout (the policy `serve` uses by default)."""
-    return Path(__file__).resolve().parent.parent.parent / "models" / "default.yaml"
+def workload_line(scenario: Any) -> str:
+    """The table's header line: jobs in all and per window, nodes, the decision cadence."""
+    counts = [len(w.jobs) for w in scenario.windows]
+    total, windows = sum(counts), len(counts)
+    if windows == 1:
+        jobs = f"{total} jobs, 1 window"
+    elif len(set(counts)) == 1:
+        jobs = f"{total} jobs in all: {windows} windows of {counts[0]} jobs"
+    else:
+        jobs = f"{total} jobs in all: {windows} windows of {min(counts)}-{max(counts)} jobs"
+    return f"{jobs}, {len(scenario.nodes)} nodes, decisions: {scenario.decisions()}"

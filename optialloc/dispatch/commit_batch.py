@@ -39,8 +39,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from optialloc.dispatch.commit import archive_path_for, crash_point, fail_attempt
-from optialloc.dispatch.context import CommitContext
+from optialloc.dispatch.commit import (
+    archive_path_for,
+    crash_point,
+    fail_attempt,
+    lock_owner,
+    report_running,
+)
+from optialloc.dispatch.context import DEFERRED, CommitContext
 from optialloc.domain import Job, Node
 from optialloc.errors import BackendUnavailable, OptiallocError
 from optialloc.ports import LaunchHandle
@@ -101,21 +107,18 @@ def commit_starts(
     for _ in live:
         crash_point("launching")
     live = _launch(d, live)
+    # `running` goes to the report outbox before the journal says running: a crash in
+    # between leaves a `launching` row that reconcile adopts (and reports again if the
+    # outbox has not got it: `reconcile._adopt`).
+    for a in live:
+        assert a.handle is not None
+        report_running(d, a.job, a.nodes, a.archive_path, a.handle)
     d.journal.advance_many("running", d.clock.now(), [(a.row_id, _running(a)) for a in live])
     for _ in live:
         crash_point("running")
-    ssh_user = getattr(d.runner, "ssh_user", "ubuntu")
     for a in live:
         assert a.handle is not None
         d.track(a.row_id, a.handle, a.job, a.names)
-        d.report(
-            a.job,
-            "running",
-            targets={f"{ssh_user}@{node.name}": node.ssh_pub_key for node in a.nodes},
-            archive_path=a.archive_path,
-            pid=a.handle.pid,
-            started=a.handle.started_at.isoformat(),
-        )
     return [
         (a.job, a.failure is None, ",".join(a.names) if a.failure is None else a.failure)
         for a in attempts
@@ -139,9 +142,9 @@ def _defer(d: CommitContext, attempts: Sequence[_Attempt], why: str, *, claimed:
     log.warning("%s: %d start(s) deferred to the next tick", why, len(attempts))
     for a in attempts:
         if claimed:
-            _fail(d, a, f"deferred: {why}", node_action="none", disposition="release")
+            _fail(d, a, f"{DEFERRED}{why}", node_action="none", disposition="release")
         else:
-            _fail(d, a, f"deferred: {why}", node_action="none", disposition="none", settle=True)
+            _fail(d, a, f"{DEFERRED}{why}", node_action="none", disposition="none", settle=True)
 
 
 def _claim(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
@@ -182,7 +185,9 @@ def _lock(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
     lock_each = getattr(d.inventory, "lock_each", None)
     if lock_each is not None and attempts:
         try:
-            results = lock_each([(a.names, a.archive_path) for a in attempts])
+            results = lock_each(
+                [(a.names, a.archive_path, lock_owner(a.job, d.inventory)) for a in attempts]
+            )
         except BackendUnavailable as exc:
             d.backend_down = True
             for a in attempts:
@@ -191,6 +196,8 @@ def _lock(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
         live = []
         for a, result in zip(attempts, results, strict=True):
             if isinstance(result, OptiallocError):
+                # paddles stopped answering during this job's locks (the others went on)
+                d.backend_down = d.backend_down or isinstance(result, BackendUnavailable)
                 _lock_refused(d, a, result)
                 continue
             crash_point("lock")
@@ -200,7 +207,7 @@ def _lock(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
     live = []
     for i, a in enumerate(attempts):
         try:
-            locked = d.inventory.lock(a.names, a.archive_path)
+            locked = d.inventory.lock(a.names, a.archive_path, lock_owner(a.job, d.inventory))
         except OptiallocError as exc:
             _lock_refused(d, a, exc)
             if isinstance(exc, BackendUnavailable):
@@ -237,8 +244,11 @@ def _prepare(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
     for a in attempts:
         try:
             prepare(a.archive_path)
-        except OptiallocError as exc:
-            _fail(d, a, f"launch failed: {exc}", node_action="unlock", disposition="bury")
+        except Exception as exc:  # whatever it is, it is this job's alone
+            # e.g. OSError: a run name's path the file system refuses; a retry would fail
+            # the same way: bury it, release its nodes, let the rest of the batch go on
+            why = exc if isinstance(exc, OptiallocError) else f"{type(exc).__name__}: {exc}"
+            _fail(d, a, f"launch failed: {why}", node_action="unlock", disposition="bury")
             continue
         crash_point("prepare")
         live.append(a)
@@ -258,6 +268,10 @@ def _launch(d: CommitContext, attempts: list[_Attempt]) -> list[_Attempt]:
                 results.append(d.runner.launch(*request))
             except OptiallocError as exc:
                 results.append(exc)
+                continue
+            except Exception as exc:  # a runner bug costs this job only
+                log.exception("launch of job %s failed unexpectedly", request[0].job_id)
+                results.append(OptiallocError(f"unexpected error while launching: {exc!r}"))
                 continue
             crash_point("launch")
     live = []

@@ -22,6 +22,10 @@ from optialloc.ports import Clock, Inventory, JobQueue, LaunchHandle, Reporter, 
 
 log = logging.getLogger(__name__)
 
+#: How a start given up for this tick (a backend down) is worded in `TickReport.failed`:
+#: the job stays queued, so the tick summary counts it as deferred, not failed.
+DEFERRED = "deferred: "
+
 #: `track(row_id, handle, job=None, nodes=None)`: watch a launched attempt.
 TrackFn = Callable[[int, LaunchHandle, Job | None, Sequence[str] | None], None]
 
@@ -34,6 +38,10 @@ class DispatcherSettings:
     progress_timeout: int | None = None  # seconds without log growth before a kill
     kill_grace_seconds: float = 30.0  # SIGTERM -> SIGKILL
     mark_down_on_failure: bool = False
+    # A job whose command was ended by a signal not sent by the monitor (OOM killer,
+    # an admin): "bury" it with the signal in the reason, or "retry" (queue it again,
+    # at most `commit.SIGNAL_RETRIES` times, then bury). Reported dead either way.
+    on_runner_signal: str = "bury"
     archive_base: str = "/tmp/optialloc-archive"
     validate: bool = True
     launch_timeout_s: float = 10.0  # how long a launch may take before it is presumed dead

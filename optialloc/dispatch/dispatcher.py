@@ -29,9 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
 
+from optialloc.dispatch.announce import Announcer
 from optialloc.dispatch.commit import settle_row
 from optialloc.dispatch.commit_batch import commit_starts
-from optialloc.dispatch.context import CommitContext, DispatcherSettings, TickReport
+from optialloc.dispatch.context import DEFERRED, CommitContext, DispatcherSettings, TickReport
 from optialloc.dispatch.journal import Journal
 from optialloc.dispatch.reconcile import reconcile, retry_orphans
 from optialloc.dispatch.runtimes import RuntimeHistory
@@ -92,6 +93,9 @@ class Dispatcher:
         self.policy = policy
         self.journal = journal
         self.reporter = reporter
+        # queued / waiting / dead-before-start for pulpito (off without a results server)
+        self.announcer = Announcer(reporter, queue) if reporter is not None else None
+        self._last_plan: Plan | None = None
         self.settings = settings or DispatcherSettings()
         self._solve = solve or _default_solve
         self._validate = validate or _default_validate
@@ -190,11 +194,19 @@ class Dispatcher:
                 running,
                 self.clock,
                 usage=usage,
-                runtime_estimates=self.runtimes.estimates(),
+                # learned estimates only while they predict (weights.runtime_min_skill)
+                runtime_estimates=self.runtimes.trusted_estimates(
+                    self.policy.weights.runtime_min_skill
+                ),
             )
             report.pending = len(snapshot.queue)
+            if self.announcer is not None:
+                # before the commit, so a job started in its first tick is `queued` first;
+                # holds and invalid jobs from the last plan (one tick old)
+                self.announcer.observe(snapshot.queue, self._last_plan)
             if self.launching and snapshot.queue:
                 self._plan_and_commit(tick, snapshot, report)
+            self._last_plan = report.plan
         except BackendUnavailable as exc:
             # Nothing is lost: running jobs were watched above; no new starts this tick.
             report.error = str(exc)
@@ -202,13 +214,16 @@ class Dispatcher:
         report.running = len(self._running)
         report.tick_s = time.perf_counter() - started_wall
         status = report.plan.solver.status if report.plan else "-"
+        # starts given up for this tick (a backend down) stay queued: not failures
+        deferred = sum(1 for _job_id, why in report.failed if why.startswith(DEFERRED))
         log.info(
-            "tick %d: %d started, %d finished, %d failed, %d waiting, %d running; "
+            "tick %d: %d started, %d finished, %d failed, %d deferred, %d waiting, %d running; "
             "solver %s %.0f ms; tick %.0f ms",
             tick,
             len(report.started),
             len(report.finished),
-            len(report.failed),
+            len(report.failed) - deferred,
+            deferred,
             report.pending - len(report.started),
             report.running,
             status,

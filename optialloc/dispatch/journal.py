@@ -332,6 +332,19 @@ class Journal:
     def all_rows(self) -> list[DispatchRow]:
         return [_row(r) for r in self._db.execute("SELECT * FROM dispatch ORDER BY id").fetchall()]
 
+    def outcomes_by_run(self) -> list[tuple[str, str, str, int]]:
+        """(run, owner, status, count) of the attempts still journaled, statuses as pulpito
+        names them: `waiting` (being started), `running`, `pass`, `fail` (non-zero exit), `dead`."""
+        records = self._db.execute(
+            "SELECT json_extract(job, '$.run') AS run, json_extract(job, '$.owner'), CASE"
+            " WHEN state IN ('intent', 'locked', 'launching') THEN 'waiting'"
+            " WHEN state = 'running' THEN 'running'"
+            " WHEN state = 'done' AND exit_status = 0 THEN 'pass'"
+            " WHEN state = 'done' THEN 'fail' ELSE 'dead' END AS status, COUNT(*)"
+            " FROM dispatch GROUP BY 1, 2, 3"
+        ).fetchall()
+        return [(str(r[0] or ""), str(r[1] or ""), str(r[2]), int(r[3])) for r in records]
+
     # -- tick counter and last plan ------------------------------------
     def next_tick(self) -> int:
         """Increment and return the durable tick counter (ticks number on across restarts)."""

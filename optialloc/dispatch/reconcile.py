@@ -16,20 +16,28 @@ row not yet settled:
 
 Then: a job the queue lists as claimed with no open journal row is released
 (the dispatcher died between claim and its journal write cannot happen, since
-intent is written first, but another tool may have left it); a lock held by
-our `locked_by` with a description under our archive base and no open row
-is unlocked. Every repair is logged and returned.
+intent is written first, but another tool may have left it); a leaked lock
+is unlocked: a locked node whose description is the archive path of an
+attempt this journal recorded, with no open row, and whose locked_by is that
+job's lock owner (count mode can leave one when the dispatcher dies between
+lock_many and the `locked` write). Which locks are ours is read from the
+journal, never from locked_by (a job's nodes are locked as its owner), so a
+person's lock, or a teuthology dispatcher's sharing the archive base, is never
+touched. Every repair is logged and returned.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Collection
 
-from optialloc.dispatch.commit import settle_row
+from optialloc.dispatch.commit import lock_owner, report_running, settle_row
 from optialloc.dispatch.context import CommitContext
-from optialloc.dispatch.journal import DispatchRow
+from optialloc.dispatch.journal import DispatchRow, Journal
+from optialloc.domain import Node
 from optialloc.errors import BackendUnavailable, Conflict
-from optialloc.ports import LaunchHandle
+from optialloc.ports import Inventory, LaunchHandle
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +65,25 @@ def _adopt(d: CommitContext, row: DispatchRow, repairs: list[str]) -> bool:
             row.id, "running", d.clock.now(), pid=handle.pid, pgid=handle.pgid, started_at=started
         )
     d.track(row.id, handle, None, None)
+    _report_adopted(d, row, handle)
     status = d.runner.poll(handle)
     state = "still running" if status is None else f"ended with exit {status} while we were away"
     repairs.append(f"job {row.job_id}: adopted pid {handle.pid} on {','.join(row.nodes)} ({state})")
     return True
+
+
+def _report_adopted(d: CommitContext, row: DispatchRow, handle: LaunchHandle) -> None:
+    """Report an adopted attempt as `running` unless the outbox already has that report
+    (the dispatcher died between launching it and writing the report)."""
+    last_status = getattr(d.reporter, "last_status", None)
+    if last_status is None or last_status(row.job_id) in ("running", "pass", "fail"):
+        return
+    try:
+        known = {node.name: node for node in d.inventory.nodes()}
+    except BackendUnavailable:
+        known = {}
+    nodes = [known.get(name) or Node(name, "") for name in row.nodes]
+    report_running(d, row.job, nodes, row.archive_path, handle)
 
 
 def _launching(d: CommitContext, row: DispatchRow, repairs: list[str]) -> None:
@@ -97,6 +120,30 @@ def retry_orphans(d: CommitContext) -> list[str]:
     return repairs
 
 
+def journal_locks(
+    inventory: Inventory, journal: Journal, archive_base: str, skip: Collection[str] = ()
+) -> dict[tuple[str, str], list[str]]:
+    """Locked nodes whose lock the journal says optialloc took: names by (description,
+    locked_by). A lock is ours when its description is the archive path (under
+    `archive_base`) of an attempt the journal recorded and its locked_by is that
+    job's lock owner; descriptions in `skip` (open attempts) are left out."""
+    base = archive_base.rstrip("/") + "/"
+    candidates: dict[str, list[Node]] = {}
+    for node in inventory.nodes():
+        desc = node.description or ""
+        if node.locked and desc.startswith(base) and desc not in skip:
+            candidates.setdefault(desc, []).append(node)
+    ours: dict[tuple[str, str], list[str]] = {}
+    for desc, nodes in candidates.items():
+        # archive paths end in the job id (archive_path_for): look the job up by it
+        rows = [r for r in journal.rows_for(os.path.basename(desc)) if r.archive_path == desc]
+        owners = {lock_owner(r.job, inventory) for r in rows}
+        for node in nodes:
+            if node.locked_by in owners:
+                ours.setdefault((desc, node.locked_by or ""), []).append(node.name)
+    return ours
+
+
 def reconcile(d: CommitContext) -> list[str]:
     """Repair after a crash or restart; returns (and logs) one line per repair."""
     repairs: list[str] = []
@@ -120,15 +167,10 @@ def reconcile(d: CommitContext) -> list[str]:
             if job.job_id not in active_jobs:
                 d.queue.release(job.job_id)
                 repairs.append(f"job {job.job_id}: claimed with no dispatch in progress; released")
-        base = d.settings.archive_base.rstrip("/") + "/"
-        leaked: dict[str, list[str]] = {}
-        for node in d.inventory.held():
-            desc = node.description or ""
-            if desc.startswith(base) and desc not in active_paths:
-                leaked.setdefault(desc, []).append(node.name)
-        for desc, names in leaked.items():
+        leaked = journal_locks(d.inventory, d.journal, d.settings.archive_base, active_paths)
+        for (desc, owner), names in leaked.items():
             try:
-                d.inventory.unlock(names, desc)
+                d.inventory.unlock(names, desc, owner)
                 repairs.append(f"nodes {','.join(names)}: lock for {desc} had no job; unlocked")
             except Conflict as exc:
                 log.warning("could not unlock leaked %s: %s", ",".join(names), exc)

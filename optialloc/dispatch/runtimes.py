@@ -13,6 +13,17 @@ failed attempts say little about a normal run) and hands `estimates()` to the
 solver in `Snapshot.runtime_estimates`; the policy decides what estimates do
 (`weights.runtime_exponent`, `reservations.backfill`; docs/policy.md).
 
+The history also measures its own skill: before learning from a run of a
+description it has an estimate for, it scores that estimate (squared error of
+log runtime) against the spread of all log runtimes seen (the error of
+guessing one typical runtime for every job). `skill()` = 1 - the first / the
+second, the R^2 of its predictions: about 0.7 in a lab where the same test
+takes about as long every night, 0 or below where a description says nothing
+of the runtime. A policy can then stop leaning on estimates that carry no
+information (`weights.runtime_min_skill`, docs/policy.md). The measure lives
+in memory (it restarts with `serve`; until `MIN_SCORED` runs are scored the
+skill is unknown: None).
+
 Storage is one small SQLite table in the state directory (`runtimes.sqlite`),
 so estimates survive restarts; `":memory:"` keeps them in memory (what-if).
 """
@@ -38,6 +49,8 @@ RUNTIMES_FILE = "runtimes.sqlite"
 ALPHA = 0.2
 #: Runs shorter than this say more about a broken setup than about the test.
 MIN_RUNTIME_S = 10.0
+#: scored predictions needed before `skill()` says anything
+MIN_SCORED = 50
 
 
 class RuntimeHistory:
@@ -67,6 +80,12 @@ class RuntimeHistory:
         self._runs = {d: int(n) for d, n, _ in rows}
         self._mean_log = {d: float(m) for d, _, m in rows}
         self._estimates = {d: math.exp(m) for d, m in self._mean_log.items()}
+        # skill: squared log errors of predictions, and Welford moments of all log runtimes
+        self._scored = 0
+        self._sq_error = 0.0
+        self._seen = 0
+        self._mean_all = 0.0
+        self._m2_all = 0.0
 
     def observe(self, job: Job, runtime_s: float, at: datetime) -> float | None:
         """Learn from a run of `job` that passed in `runtime_s`; returns the new estimate.
@@ -77,6 +96,7 @@ class RuntimeHistory:
         if not description or not math.isfinite(runtime_s) or runtime_s < MIN_RUNTIME_S:
             return None
         sample = math.log(runtime_s)
+        self._score(description, sample)
         runs = self._runs.get(description, 0) + 1
         weight = max(1.0 / runs, ALPHA)
         mean = self._mean_log.get(description, sample)
@@ -98,6 +118,34 @@ class RuntimeHistory:
         self._mean_log[description] = mean
         self._estimates = {**self._estimates, description: math.exp(mean)}
         return self._estimates[description]
+
+    def _score(self, description: str, sample: float) -> None:
+        prior = self._mean_log.get(description)
+        if prior is not None and self._seen >= 2:
+            self._scored += 1
+            self._sq_error += (sample - prior) ** 2
+        self._seen += 1
+        delta = sample - self._mean_all
+        self._mean_all += delta / self._seen
+        self._m2_all += delta * (sample - self._mean_all)
+
+    def skill(self) -> float | None:
+        """R^2 of the estimates on the runs they predicted (1 - mean squared log error /
+        variance of log runtimes); None until `MIN_SCORED` predictions were scored."""
+        if self._scored < MIN_SCORED or self._seen < 2:
+            return None
+        variance = self._m2_all / (self._seen - 1)
+        if variance <= 0:
+            return 1.0 if self._sq_error == 0 else 0.0
+        return 1.0 - (self._sq_error / self._scored) / variance
+
+    def trusted_estimates(self, min_skill: float) -> Mapping[str, float]:
+        """`estimates()` when their measured `skill()` is at least `min_skill` (or
+        `min_skill` is 0), else none: estimates that explain nothing are not used."""
+        if min_skill <= 0:
+            return self._estimates
+        skill = self.skill()
+        return self._estimates if skill is not None and skill >= min_skill else {}
 
     def estimates(self) -> Mapping[str, float]:
         """Estimated runtime in seconds per description (a new mapping after each change,

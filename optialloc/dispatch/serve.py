@@ -9,9 +9,12 @@
   jobs keep running (they are in their own sessions) and the next `serve`
   adopts them. SIGHUP: reload the policy file (a bad file is logged and the
   old policy kept).
-- `exit_on_empty_queue` (teuthology's flag): exit once nothing is queued or
+- `exit_on_empty_queue` (teuthology's flag): exit 0 once nothing is queued or
   running (jobs that can never run here, e.g. of an unknown machine type,
-  count as nothing queued).
+  count as nothing queued) and nothing is claimed, locked for a job or open
+  in the journal. Such left-over work is repaired as at start-up and ticked
+  again; still there after `STUCK_TICKS` tries and `STUCK_S` seconds, serve
+  exits 1 naming it.
 """
 
 from __future__ import annotations
@@ -31,12 +34,17 @@ from optialloc.clock import RealClock
 from optialloc.config import Config
 from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings, TickReport
 from optialloc.dispatch.journal import JOURNAL_FILE, Journal
+from optialloc.dispatch.preflight import announce
+from optialloc.dispatch.reconcile import journal_locks
 from optialloc.dispatch.runtimes import RUNTIMES_FILE, RuntimeHistory
 from optialloc.domain import WaitReason
-from optialloc.errors import Conflict, OptiallocError
-from optialloc.policy import Policy, default_policy, load_policy
+from optialloc.errors import Conflict, ExitCode, OptiallocError
+from optialloc.policy import Policy, load_policy
 
 log = logging.getLogger(__name__)
+
+#: At exit, how long pending reports may still be delivered (seconds).
+REPORT_DRAIN_S = 15.0
 
 LOCK_FILE = "dispatcher.lock"
 #: Never tick more often than this, even when events keep arriving (seconds).
@@ -45,6 +53,12 @@ MIN_TICK_GAP_S = 0.2
 ARRIVAL_CHECK_S = 1.0
 #: How often running jobs are polled for their end between ticks (seconds).
 EXIT_CHECK_S = 0.1
+#: With `exit_on_empty_queue`: idle ticks in a row with work still left over (claims,
+#: locks, open journal rows), each followed by a repair pass, before serve gives up and
+#: exits non-zero naming what is left; and at least `Server.stuck_s` seconds of them
+#: (a lock server or queue that is away at the end is waited for that long).
+STUCK_TICKS = 5
+STUCK_S = 120.0
 
 
 @contextmanager
@@ -71,11 +85,8 @@ def instance_lock(state_dir: str) -> Iterator[None]:
 
 
 def read_policy(config: Config) -> Policy:
-    """The configured policy; the bundled default when the default path is absent."""
-    path = config.resolve_path(config.policy)
-    if not os.path.exists(path) and config.policy == "models/default.yaml":
-        return default_policy()
-    return load_policy(path)
+    """The configured policy: a shipped model by name (`default`) or a policy file."""
+    return load_policy(config.policy_path)
 
 
 def settings_from(config: Config) -> DispatcherSettings:
@@ -84,6 +95,7 @@ def settings_from(config: Config) -> DispatcherSettings:
         progress_timeout=config.progress_timeout,
         kill_grace_seconds=config.kill_grace_seconds,
         mark_down_on_failure=config.mark_down_on_failure,
+        on_runner_signal=config.on_runner_signal,
         archive_base=os.path.abspath(config.archive_dir),
         report_results=config.runner != "teuthology",
     )
@@ -105,6 +117,7 @@ class Server:
 
         self.config = config
         self.exit_on_empty_queue = exit_on_empty_queue
+        self.stuck_s = STUCK_S
         self.on_tick = on_tick
         self._stop = False
         self._reload = False
@@ -112,6 +125,8 @@ class Server:
         self.inventory = open_inventory(config)
         self.journal = Journal(os.path.join(config.state_dir, JOURNAL_FILE))
         self.runtimes = RuntimeHistory(os.path.join(config.state_dir, RUNTIMES_FILE))
+        # Reports go to the durable outbox; a thread delivers them (closed last, in `close`).
+        self.reporter = open_reporter(config)
         self.dispatcher = Dispatcher(
             queue=self.queue,
             inventory=self.inventory,
@@ -119,12 +134,16 @@ class Server:
             clock=RealClock(),
             policy=read_policy(config),
             journal=self.journal,
-            reporter=open_reporter(config),
+            reporter=self.reporter,
             settings=settings_from(config),
             runtimes=self.runtimes,
         )
 
     def close(self) -> None:
+        close_reporter = getattr(self.reporter, "close", None)
+        if close_reporter is not None:
+            # Deliver what is pending for a while; the rest goes out at the next start.
+            close_reporter(REPORT_DRAIN_S)
         self.journal.close()
         self.runtimes.close()
         self.queue.close()
@@ -187,6 +206,32 @@ class Server:
             and all(w.reason == WaitReason.INVALID for w in plan.waiting)
         )
 
+    def left_over(self) -> list[str]:
+        """What is still claimed, locked for a job or open in the journal (empty: nothing).
+
+        With nothing queued or running, any of these is work not finished:
+        `--exit-on-empty-queue` must not exit 0 over it.
+        """
+        d = self.dispatcher
+        left: list[str] = []
+        rows = d.journal.open_rows()
+        if rows:
+            states = ", ".join(sorted({f"{r.state}" for r in rows}))
+            ids = ", ".join(sorted({r.job_id for r in rows})[:10])
+            left.append(f"{len(rows)} open journal row(s) ({states}; jobs {ids})")
+        try:
+            claimed = [job.job_id for job in d.queue.claimed()]
+            # jobs' nodes are locked as their owners: the journal says which locks are ours
+            ours = journal_locks(d.inventory, d.journal, d.settings.archive_base)
+            held = [name for names in ours.values() for name in names]
+        except OptiallocError as exc:
+            return [*left, f"cannot check the queue and the locks: {exc}"]
+        if claimed:
+            left.append(f"{len(claimed)} claimed job(s) ({', '.join(sorted(claimed)[:10])})")
+        if held:
+            left.append(f"{len(held)} node(s) locked for jobs ({', '.join(sorted(held)[:10])})")
+        return left
+
     def _wait(self) -> None:
         """Sleep until the next tick is due, a job ends, or the queue changes."""
         due = time.monotonic() + self.config.tick_seconds
@@ -205,6 +250,12 @@ class Server:
                     return
             time.sleep(min(EXIT_CHECK_S, max(0.0, due - now)))
 
+    def _new_round(self) -> None:
+        """A lock server found away last tick may be asked again (its client's breaker)."""
+        new_round = getattr(self.inventory, "new_round", None)
+        if new_round is not None:
+            new_round()
+
     def _any_ended(self) -> bool:
         d = self.dispatcher
         return any(d.runner.poll(handle) is not None for handle in d.handles())
@@ -218,6 +269,7 @@ class Server:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         try:
+            stuck, since = 0, time.monotonic()
             repairs = self.dispatcher.reconcile()
             log.info(
                 "serve: started on %s (%d repair(s) at start-up, %d job(s) adopted)",
@@ -229,6 +281,7 @@ class Server:
                 if self._reload:
                     self._reload_policy()
                 try:
+                    self._new_round()
                     report = self.dispatcher.tick()
                 except Exception:
                     # A daemon keeps serving: the journal makes a retried tick safe.
@@ -245,10 +298,29 @@ class Server:
                     log.warning("serve: stopped; %d job(s) left running", report.running)
                     return 0
                 if self.exit_on_empty_queue and self._empty(report):
-                    log.info(
-                        "serve: queue empty and nothing running: exiting (--exit-on-empty-queue)"
-                    )
-                    return 0
+                    left = self.left_over()
+                    if not left:
+                        log.info(
+                            "serve: queue empty, nothing running, claimed, locked or open in "
+                            "the journal: exiting (--exit-on-empty-queue)"
+                        )
+                        return 0
+                    stuck += 1
+                    since = since if stuck > 1 else time.monotonic()
+                    if stuck > STUCK_TICKS and time.monotonic() - since >= self.stuck_s:
+                        log.error(
+                            "serve: queue empty but work is left that cannot be settled: %s; "
+                            "exiting 1 (--exit-on-empty-queue): see docs/operations.md",
+                            "; ".join(left),
+                        )
+                        return int(ExitCode.INTERNAL)
+                    # Left over by a commit that failed midway: repair it as at start-up
+                    # (nothing is in flight between ticks), then tick again.
+                    log.warning("serve: queue empty but %s: repairing", "; ".join(left))
+                    self.dispatcher.reconcile()
+                    self._wait()
+                    continue
+                stuck = 0
                 self._wait()
         finally:
             for sig, handler in previous.items():
@@ -261,7 +333,13 @@ def serve(
     exit_on_empty_queue: bool = False,
     on_tick: Callable[[TickReport], None] | None = None,
 ) -> int:
-    """Run the dispatcher for the lab `config` names until stopped; returns the exit code."""
+    """Run the dispatcher for the lab `config` names until stopped; returns the exit code.
+
+    Checks the runner's executable first (`ConfigError`, exit 3, if it is missing)
+    and says once which servers it uses and whether they answer
+    (`optialloc.dispatch.preflight`).
+    """
+    announce(config)
     with instance_lock(config.state_dir):
         server = Server(config, exit_on_empty_queue=exit_on_empty_queue, on_tick=on_tick)
         try:

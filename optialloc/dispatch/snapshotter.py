@@ -72,7 +72,7 @@ def live_snapshot(config: object) -> Snapshot:
         history = RuntimeHistory(runtimes_path)
         estimates = history.estimates()
         history.close()
-    queue = open_queue(config)
+    queue = open_queue(config, read_only=True)  # peeks at beanstalkd, moves nothing
     inventory = open_inventory(config)
     try:
         clock = RealClock()

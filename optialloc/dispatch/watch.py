@@ -65,8 +65,10 @@ def watch_running(
                 report.finished.append((handle.job_id, status))
                 if status == 0:
                     runtimes.observe(tracked.job, ran_s, now)
+                # the release itself is logged by the commit path: `nodes ... released`
+                # once the lock server confirmed it, `release pending` while it is away
                 log.info(
-                    "tick %d: job %s finished (exit %d) on %s; nodes released",
+                    "tick %d: job %s finished (exit %d) on %s",
                     tick,
                     handle.job_id,
                     status,

@@ -3,8 +3,9 @@
 `open_inventory(config)`: paddles when `lock_server` is set, else the
 embedded SQLite inventory at `<state_dir>/inventory.sqlite`, which on first
 use (no nodes yet) imports `config.lab`, or the bundled demo lab.
-`open_reporter(config)`: paddles' runs/jobs API when `results_server` is
-set, else a reporter that only logs.
+`open_reporter(config)`: paddles' runs/jobs API through the durable report
+outbox in the state dir when `results_server` is set, else a reporter that
+only logs.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import os
 from optialloc.config import Config
 from optialloc.inventory.embedded import EmbeddedInventory
 from optialloc.inventory.lab_file import load_lab_file
+from optialloc.inventory.outbox import OUTBOX_FILE
 from optialloc.inventory.paddles import PaddlesInventory
 from optialloc.inventory.paddles_client import PaddlesClient
-from optialloc.inventory.reporter import REPORT_TIMEOUT_S, NullReporter, PaddlesReporter
+from optialloc.inventory.reporter import REPORT_TIMEOUT_S, NullReporter, OutboxReporter
 
 log = logging.getLogger(__name__)
 
-DEMO_LAB = "fixtures/labs/demo.yaml"
+#: The lab an empty embedded inventory imports when no `lab` is configured (shipped).
+DEMO_LAB = "demo"
 INVENTORY_FILE = "inventory.sqlite"
 
 
@@ -33,7 +36,7 @@ def open_embedded(config: Config, *, seed: bool = True) -> EmbeddedInventory:
     """The embedded inventory; with `seed`, an empty one imports the configured (or demo) lab."""
     inventory = EmbeddedInventory(inventory_path(config), config.locked_by)
     if seed and inventory.is_empty():
-        lab_path = config.resolve_path(config.lab or DEMO_LAB)
+        lab_path = config.lab_path
         lab = load_lab_file(lab_path)
         result = inventory.import_nodes(lab.nodes)
         log.info(
@@ -54,15 +57,21 @@ def open_inventory(config: Config) -> EmbeddedInventory | PaddlesInventory:
     return open_embedded(config)
 
 
-def open_reporter(config: Config) -> NullReporter | PaddlesReporter:
-    """The reporter `config` selects (see the module docstring)."""
+def open_reporter(config: Config) -> NullReporter | OutboxReporter:
+    """The reporter `config` selects (see the module docstring).
+
+    With `results_server`: reports go through the durable outbox
+    `<state_dir>/reports.sqlite`, delivered by a background thread (started
+    here; `close()` it). The client tries once per report: the outbox retries.
+    """
     if config.results_server:
         client = PaddlesClient(
             config.results_server,
             setting="results_server",
             timeout=REPORT_TIMEOUT_S,
-            attempts=2,
-            backoff_s=0.2,
+            attempts=1,
+            cooldown_s=0.0,  # the outbox's own back-off decides when to ask again
         )
-        return PaddlesReporter(client)
+        os.makedirs(config.state_dir, exist_ok=True)
+        return OutboxReporter(client, os.path.join(config.state_dir, OUTBOX_FILE))
     return NullReporter()

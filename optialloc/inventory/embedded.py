@@ -213,23 +213,34 @@ class EmbeddedInventory:
             self._node_cache = fresh
         return out
 
-    def lock(self, names: Sequence[str], description: str, owner: str | None = None) -> list[Node]:
-        """Lock exactly `names` for one job, all-or-nothing (see `Inventory`).
+    def lock(
+        self,
+        names: Sequence[str],
+        description: str,
+        locked_by: str | None = None,
+        *,
+        owner: str | None = None,
+    ) -> list[Node]:
+        """Lock exactly `names` for one job as `locked_by`, all-or-nothing (see `Inventory`).
 
-        `owner` (the job's owner) is stored for `usage()`; paddles has no such
-        field. Unknown names raise `NotFound` and nothing is locked.
+        `locked_by` defaults to this inventory's own; `owner` (who the lock is
+        for, shown by `usage()`) defaults to `locked_by`. Unknown names raise
+        `NotFound` and nothing is locked.
         """
         names = _unique(names)
         _check_description(description)
         if not names:
             return []
+        who = locked_by or self.locked_by
         with self._write() as db:
-            return self._lock_in(db, names, description, owner, datetime.now(UTC).isoformat())
+            return self._lock_in(
+                db, names, description, who, owner or who, datetime.now(UTC).isoformat()
+            )
 
     def lock_each(
-        self, requests: Sequence[tuple[Sequence[str], str]]
+        self, requests: Sequence[tuple[Sequence[str], str, str | None]]
     ) -> list[list[Node] | OptiallocError]:
-        """`lock` for each (names, description), one job each, in one transaction.
+        """`lock` for each (names, description, locked_by), one job each, in one transaction.
 
         Each request is all-or-nothing on its own: a refused one (`LockBusy`,
         `NotFound`) takes nothing and is answered with its error, in place;
@@ -239,12 +250,13 @@ class EmbeddedInventory:
         now = datetime.now(UTC).isoformat()
         results: list[list[Node] | OptiallocError] = []
         with self._write() as db:
-            for names, description in requests:
+            for names, description, locked_by in requests:
+                who = locked_by or self.locked_by
                 try:
                     _check_description(description)
                     unique = _unique(names)
                     results.append(
-                        self._lock_in(db, unique, description, None, now) if unique else []
+                        self._lock_in(db, unique, description, who, who, now) if unique else []
                     )
                 except (LockBusy, NotFound, InputError) as exc:
                     results.append(exc)
@@ -255,7 +267,8 @@ class EmbeddedInventory:
         db: sqlite3.Connection,
         names: list[str],
         description: str,
-        owner: str | None,
+        locked_by: str,
+        owner: str,
         now: str,
     ) -> list[Node]:
         """Lock `names` inside the open transaction; checks everything before any write."""
@@ -264,7 +277,7 @@ class EmbeddedInventory:
         for name in names:
             row = rows[name]
             if row["locked"]:
-                if row["locked_by"] == self.locked_by and row["description"] == description:
+                if row["locked_by"] == locked_by and row["description"] == description:
                     continue  # already ours for this job: idempotent
                 refused.append(f"{name} is locked by {row['locked_by']} for {row['description']}")
             elif not row["up"]:
@@ -278,40 +291,40 @@ class EmbeddedInventory:
             "UPDATE nodes SET locked = 1, locked_by = ?, description = ?, owner = ?, "
             "locked_since = ? "
             "WHERE name = ? AND locked = 0",
-            [(self.locked_by, description, owner, now, name) for name in names],
+            [(locked_by, description, owner, now, name) for name in names],
         )
         locked = self._rows(db, names)
         return [_row_node(locked[name]) for name in names]
 
-    def unlock(self, names: Sequence[str], description: str) -> None:
-        """Unlock the named nodes held by us for `description`.
+    def unlock(
+        self, names: Sequence[str], description: str, locked_by: str | None = None
+    ) -> None:
+        """Unlock the named nodes held by `locked_by` (default ours) for `description`.
 
         Nodes already unlocked are fine. Nodes held by another locker or for
         another description are left locked and reported in one `Conflict`,
         after the rest are unlocked. Unknown names: `NotFound`, nothing changed.
         """
         names = _unique(names)
+        who = locked_by or self.locked_by
         with self._write() as db:
             rows = self._rows(db, names)
             refused = [
                 f"{name} is locked by {rows[name]['locked_by']} for {rows[name]['description']}"
                 for name in names
                 if rows[name]["locked"]
-                and (
-                    rows[name]["locked_by"] != self.locked_by
-                    or rows[name]["description"] != description
-                )
+                and (rows[name]["locked_by"] != who or rows[name]["description"] != description)
             ]
             db.executemany(
                 "UPDATE nodes SET locked = 0, locked_by = NULL, description = NULL, owner = NULL, "
                 "locked_since = NULL "
                 "WHERE name = ? AND locked = 1 AND locked_by = ? AND description = ?",
-                [(name, self.locked_by, description) for name in names],
+                [(name, who, description) for name in names],
             )
         if refused:
             raise Conflict(
                 f"not unlocking {len(refused)} node(s) held by someone else "
-                f"(we are {self.locked_by}, for {description}): {'; '.join(refused)}"
+                f"(unlocking as {who}, for {description}): {'; '.join(refused)}"
             )
 
     def set_up(self, names: Sequence[str], up: bool) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from optialloc.domain import Node
 from optialloc.errors import InputError
+from optialloc.yaml_errors import describe_yaml_error
 
 LINE_KEY = "__line__"
 
@@ -219,7 +220,7 @@ def parse_lab(text: str, source: str = "lab") -> Lab:
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
-        raise LabError(source, [f"not valid YAML: {exc}"]) from exc
+        raise LabError(source, [f"not valid YAML: {describe_yaml_error(exc)}"]) from exc
     finally:
         loader.dispose()
     problems = list(loader.duplicate_keys)

@@ -3,7 +3,7 @@
 A body entering the queue is *scanned* (`queue_scan`): its scheduling fields
 are read from the text without a YAML parse and kept beside it as JSON, so
 that building 20,000 `Job`s for a tick costs a `json.loads` of a dozen fields
-each; the full mapping is parsed lazily (`queue_lazy.LazyBody`). Such a row is
+each; the full mapping is parsed lazily (`optialloc.queue.lazy.LazyBody`). Such a row is
 *unchecked*: the whole text is parsed (`check_body`) before the job can be
 claimed, and in the background (`queue_validate`). A body the scanner is not
 sure about is parsed fully at once (YAML, with `queue_yaml`, in worker
@@ -13,7 +13,6 @@ the body exactly as queued.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -24,18 +23,14 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import Any
 
 from optialloc.domain import Job
 from optialloc.errors import JobParseError
-from optialloc.queue import fast_yaml
+from optialloc.queue.lazy import LazyBody
+from optialloc.queue.parse import load_mapping
 from optialloc.queue.scan import FIELDS, scan_fields
-from optialloc.teuthology import MAX_BODY_BYTES, load_body, parse_job
-
-if TYPE_CHECKING:
-    from optialloc.queue.lazy import LazyBody
+from optialloc.teuthology import MAX_BODY_BYTES, parse_job
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +38,6 @@ log = logging.getLogger(__name__)
 def body_hash(text: str) -> str:
     """A short stable digest of a body, used to recognise a re-delivered beanstalk job."""
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-def load_mapping(text: str) -> dict[str, Any]:
-    """Load a body into a mapping, or raise `JobParseError` exactly as `load_body` words it."""
-    if len(text) <= MAX_BODY_BYTES:
-        try:
-            loaded = fast_yaml.load(text)
-        except yaml.YAMLError:
-            loaded = None
-        if isinstance(loaded, dict):
-            return loaded
-    # Slow path only for bad bodies: `load_body` gives the canonical error message.
-    return load_body(text)
 
 
 def to_json(mapping: dict[str, Any]) -> str | None:
@@ -107,14 +89,6 @@ def scan_body(text: str, *, tube: str, priority: int, queued_at: float) -> Check
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-@functools.cache
-def _lazy_body_class() -> type[LazyBody]:
-    """`queue_lazy.LazyBody`, imported once (it imports this module; an import per body costs)."""
-    from optialloc.queue.lazy import LazyBody as lazy
-
-    return lazy
-
-
 def _scanned(text: str, tube: str, priority: int, queued_at: float, job_id: str) -> Checked | None:
     fields = scan_fields(text) if len(text) <= MAX_BODY_BYTES else None
     if fields is None:
@@ -131,7 +105,11 @@ def _scanned(text: str, tube: str, priority: int, queued_at: float, job_id: str)
         )
     except JobParseError:
         return None
-    object.__setattr__(job, "body", _lazy_body_class()(text, fields))  # nobody else holds job
+    try:
+        lazy = LazyBody(text, fields)  # parses now if it scanned no field but roles
+    except JobParseError:
+        return None  # the full check gives the exact error (found by tests/test_scan_hostile.py)
+    object.__setattr__(job, "body", lazy)  # nobody else holds job
     return Checked(
         None, job.run, job.owner, job.nodes_needed, None, fields_json, full=False, job=job
     )

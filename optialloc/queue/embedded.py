@@ -24,23 +24,22 @@ from optialloc.queue.body import from_epoch
 from optialloc.queue.store import NewJob, QueueStore, Row
 from optialloc.queue.validate import BackgroundValidator
 from optialloc.queue.view import QueueView
-from optialloc.teuthology import TEUTHOLOGY_TTR
+from optialloc.teuthology import MAX_PRIORITY, PRIORITY_RANGE, TEUTHOLOGY_TTR
 
 log = logging.getLogger(__name__)
 
-_MAX_PRIORITY = 2**32 - 1
-
-
 def check_priority(priority: int) -> int:
-    """Beanstalkd's priority range; anything else is refused naming the field."""
+    """The priority range optialloc orders (`teuthology.PRIORITY_RANGE`, inside beanstalkd's
+    0..2**32-1); anything else is refused naming the field and the range."""
     if (
         isinstance(priority, bool)
         or not isinstance(priority, int)
-        or not 0 <= priority <= _MAX_PRIORITY
+        or not 0 <= priority <= MAX_PRIORITY
     ):
         raise InputError(
             "priority",
-            f"{priority!r} is not an integer in 0..{_MAX_PRIORITY} (lower = more urgent)",
+            f"{priority!r} is not an integer in {PRIORITY_RANGE}, the range optialloc orders "
+            "(lower = more urgent; teuthology's default is 1000)",
         )
     return priority
 

@@ -15,6 +15,7 @@ checks both properties.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -93,17 +94,31 @@ def _build_collection(loader: Any, node: Node, depth: int, memo: dict[int, Any])
     raise _Unusual
 
 
-def load(text: str) -> Any:
-    """libyaml's `safe_load(text)`, faster; raises `yaml.YAMLError` exactly where it would."""
+def load(text: str, check: Callable[[Node], None] | None = None) -> Any:
+    """libyaml's `safe_load(text)`, faster; raises `yaml.YAMLError` exactly where it would.
+
+    `check`, when given, sees the composed node graph before anything is built
+    from it and may raise (the queue's bounds: `optialloc.yaml_bounds.check_graph`).
+    """
     if _CLoader is None:
-        return yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None and check is not None:
+                check(node)
+            return None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     loader = _FastLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        return _build(loader, node, 0, {})
-    except _Unusual:
-        return yaml.load(text, Loader=_CLoader)
+        if check is not None:
+            check(node)
+        try:
+            return _build(loader, node, 0, {})
+        except _Unusual:
+            return yaml.load(text, Loader=_CLoader)
     finally:
         loader.dispose()

@@ -1,7 +1,7 @@
 """A job body that is parsed from its stored text only when something reads it.
 
 The first view of a big backlog is built from scanned scheduling fields
-(`queue_scan`); the full body is needed only by the runner of a dispatched
+(`optialloc.queue.scan`); the full body is needed only by the runner of a dispatched
 job, a snapshot dump, or a runner command template. `LazyBody` is a `dict`
 (so `json.dumps`, `dict(...)`, `yaml` dumps and `Job.body: Mapping` users all
 work) whose full content is loaded with the fast YAML loader on first read
@@ -10,7 +10,7 @@ and cached. Until then it holds the scanned fields, so code that bypasses
 
 A body whose text does not parse raises `JobParseError` on first read: such
 a job is never dispatched (claims check the full body first, see
-`embedded_queue`), so only listings of a not yet validated job can meet it.
+`optialloc.queue.embedded`), so only listings of a not yet validated job can meet it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from optialloc.queue.body import load_mapping
+from optialloc.queue.parse import load_mapping
 
 
 class LazyBody(dict[str, Any]):

@@ -120,6 +120,12 @@ class QueueStore(StoreBase):
         values = []
         for job, parsed in zip(jobs, checks, strict=True):
             checked = Checked(None, None, None, None, job.error) if job.error else parsed
+            body = job.body
+            if not _encodable(body):  # a caller's text with lone surrogates: keep it, escaped
+                body = _escaped(body)
+                checked = Checked(None, None, None, None, _NOT_TEXT)
+            elif not all(map(_encodable, (checked.run, checked.owner, checked.error))):
+                checked = Checked(None, None, None, None, _escaped(checked.error or _NOT_TEXT))
             if checked.error:
                 log.warning("job %s in tube %s buried: %s", job.source_id, job.tube, checked.error)
             values.append(
@@ -128,7 +134,7 @@ class QueueStore(StoreBase):
                     job.tube,
                     job.priority,
                     "buried" if checked.error else "pending",
-                    job.body,
+                    body,
                     checked.body_json,
                     job.queued_at,
                     job.ttr,
@@ -408,6 +414,28 @@ class QueueStore(StoreBase):
                     " ON CONFLICT (tube) DO UPDATE SET paused_until = excluded.paused_until",
                     (tube, until),
                 )
+
+
+#: Why a body whose text cannot be stored as UTF-8 is buried (it is stored escaped).
+_NOT_TEXT = (
+    "body: holds lone surrogates, which are not Unicode text (stored with them escaped "
+    "as \\udXXX): fix the text where the job was made"
+)
+
+
+def _encodable(text: str | None) -> bool:
+    """Whether SQLite (UTF-8) can store `text`: no lone surrogates."""
+    if text is None or text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _same_job(row: Row, checked: Checked) -> bool:

@@ -140,3 +140,63 @@ class Wire:
             answer = self._line()
             if answer not in (b"DELETED", b"NOT_FOUND"):
                 raise WireError(f"delete {jid}: {answer.decode(errors='replace')}")
+
+
+# -- read-only: peeking by id (the shadow listing; see `optialloc.queue.shadow`) -------------
+
+# `stats-job` fields a read-only listing needs: tube, state, pri, age.
+_PEEK_STATS = re.compile(rb"\ntube: ([^\n]*)\nstate: ([^\n]*)\npri: (\d+)\nage: (\d+)\n")
+
+
+@dataclass(frozen=True)
+class Peeked:
+    """A job seen with `peek` (not reserved: nothing about it changed in beanstalkd)."""
+
+    jid: int
+    tube: str
+    state: str  # ready, reserved, delayed, buried
+    priority: int
+    age_s: int
+    body: bytes
+
+
+def peek_many(wire: Wire, jids: list[int]) -> dict[int, Peeked]:
+    """`peek` and `stats-job` for each id, pipelined; ids beanstalkd does not know are left out.
+
+    Neither command changes a job or any per-job or per-tube counter of
+    beanstalkd (only the server-wide `cmd-peek`/`cmd-stats-job` counts).
+    """
+    if not jids:
+        return {}
+    wire._send([b"peek %d\r\n" % jid for jid in jids])
+    bodies: dict[int, bytes] = {}
+    for jid in jids:
+        answer = wire._line()
+        if answer == b"NOT_FOUND":
+            continue
+        if not answer.startswith(b"FOUND "):
+            raise WireError(f"peek {jid}: {answer.decode(errors='replace')}")
+        bodies[jid] = wire._data(int(answer.split()[2]))
+    found = sorted(bodies)
+    wire._send([b"stats-job %d\r\n" % jid for jid in found])
+    out: dict[int, Peeked] = {}
+    for jid in found:
+        answer = wire._line()
+        if answer == b"NOT_FOUND":  # deleted between the two commands
+            continue
+        if not answer.startswith(b"OK "):
+            raise WireError(f"stats-job {jid}: {answer.decode(errors='replace')}")
+        data = wire._data(int(answer.split()[1]))
+        match = _PEEK_STATS.search(data)
+        if match is None:
+            raise WireError(f"stats-job {jid}: no tube/state/pri/age in {data[:200]!r}")
+        tube, state, pri, age = match.groups()
+        out[jid] = Peeked(
+            jid=jid,
+            tube=tube.decode().strip().strip("'\""),
+            state=state.decode().strip(),
+            priority=int(pri),
+            age_s=int(age),
+            body=bodies[jid],
+        )
+    return out

@@ -167,9 +167,11 @@ class ProcessRunner:
     def job_config(self, job: Job, nodes: Sequence[Node], archive_path: str) -> dict[str, object]:
         """`orig.config.yaml` as teuthology's dispatcher writes it.
 
-        The body plus `job_id`, `archive_path` and `targets`.
+        The body plus `job_id`, `archive_path` and `targets`; `priority` is the
+        queue's current one, so a `queue priority` change is what the archive records.
         """
         config = dict(job.body)
+        config["priority"] = job.priority
         config["job_id"] = job.job_id
         config["archive_path"] = archive_path
         config["targets"] = {f"{self.ssh_user}@{node.name}": node.ssh_pub_key for node in nodes}

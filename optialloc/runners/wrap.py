@@ -26,6 +26,12 @@ It is a shell script, not Python, because starting it is on the launch path:
 dash starts in about a millisecond, a Python interpreter in tens.
 `python -m optialloc.runners.wrap ARCHIVE_PATH ATTEMPT LOG -- COMMAND...`
 runs it by hand, for debugging.
+
+Test hook (never set it in production): when `OPTIALLOC_WRAP_HOLD` names a
+file, the script waits, before step 1, until that file exists. The tests use
+it to hold a launched wrapper back while a restarted dispatcher reconciles,
+so both orders of the tombstone race are driven for real
+(tests/test_reconcile_race.py). Unset (the default) it costs one shell test.
 """
 
 from __future__ import annotations
@@ -36,9 +42,14 @@ import sys
 ATTEMPT_FILE = "optialloc.attempt"
 TOMBSTONE = "abandoned"
 SHELL = "/bin/sh"
+#: Test hook: a file the wrapper waits for before it claims its attempt (see above).
+HOLD_ENV = "OPTIALLOC_WRAP_HOLD"
 
 SCRIPT = r"""
 dir=$1; attempt=$2; log=$3; shift 3
+if [ -n "${OPTIALLOC_WRAP_HOLD:-}" ]; then
+  while [ ! -e "$OPTIALLOC_WRAP_HOLD" ]; do sleep 0.05; done
+fi
 set -C
 { echo "$$" > "$dir/optialloc.$attempt.pid"; } 2>/dev/null || exit 0
 set +C

@@ -6,6 +6,10 @@
   from `scheduled*` owners (teuthology-interfaces.md section 2).
 - `Easy`: EASY backfill, one reservation per machine type, with a runtime
   estimate (perfect, or `max_job_time`).
+- `Greedy`: every queued job in (priority, submit) order, started on the
+  first of its types with enough free nodes; no holds (work-conserving; big
+  jobs starve behind streams of small ones). What a policy must beat on
+  throughput without its starvation.
 - `RLSchedulerBackfill`: the simplified EASY of the RLScheduler paper, only
   to reproduce its published table (docs/whatif.md, "Validation").
 
@@ -230,6 +234,28 @@ class Easy(_Base):
         return launches
 
 
+class Greedy(_Base):
+    """Priority order, work-conserving, no holds: start whatever fits, most urgent first."""
+
+    name = "greedy"
+
+    def decide(self, now: float, cluster: ClusterState) -> Sequence[Launch]:
+        free = {mt: cluster.free(mt) for mt in cluster.capacity}
+        smallest = min((j.nodes for j in self.queue), default=0)
+        launches: list[Launch] = []
+        self.queue.sort(key=queue_key)
+        for job in self.queue:
+            for mt in job.machine_types:
+                if free.get(mt, 0) >= job.nodes:
+                    free[mt] -= job.nodes
+                    launches.append(Launch(job, mt))
+                    break
+            if smallest > 0 and max(free.values(), default=0) < smallest:
+                break
+        self._drop({la.job.job_id for la in launches})
+        return launches
+
+
 class TeuthologyToday(_Base):
     """teuthology's dispatchers as they are: one per tube, racing.
 
@@ -294,7 +320,7 @@ class TeuthologyToday(_Base):
         return launches
 
 
-BASELINES = ("fcfs", "teuthology", "easy", "easy-maxtime")
+BASELINES = ("fcfs", "teuthology", "easy", "easy-maxtime", "greedy")
 
 
 def make_baseline(name: str, *, seed: int = 0, max_job_time: float = MAX_JOB_TIME) -> _Base:
@@ -307,6 +333,8 @@ def make_baseline(name: str, *, seed: int = 0, max_job_time: float = MAX_JOB_TIM
         return Easy(perfect_estimate, name="easy")
     if name == "easy-maxtime":
         return Easy(lambda job: max_job_time, name="easy-maxtime")
+    if name == "greedy":
+        return Greedy()
     if name == "fcfs-backfill":
         return RLSchedulerBackfill()
     raise ValueError(

@@ -10,7 +10,12 @@ start order. With `one_event=True` the scheduler decides after every single
 event (needed to reproduce the published table); otherwise it decides once per
 distinct event time, after every event at that time (what `serve` sees in one
 tick). With `tick_s > 0`, decision times are rounded up to multiples of
-`tick_s` (a dispatcher that wakes every `tick_s` seconds).
+`tick_s` (a dispatcher that wakes every `tick_s` seconds). With a `Cadence`
+the scheduler decides as `serve`'s loop wakes (`optialloc.dispatch.serve`): a
+finish wakes it at once but no sooner than `min_gap_s` after the last
+decision, an arrival at the next queue check (every `arrival_poll_s` after the
+last decision), and with nothing happening it ticks every `idle_s` (only when
+a node is free and a job waits: otherwise such a tick can start nothing).
 """
 
 from __future__ import annotations
@@ -48,6 +53,21 @@ class Launch:
 def node_names(capacity: Mapping[str, int]) -> dict[str, list[str]]:
     """Deterministic node names per machine type: smithi001, smithi002, ..."""
     return {mt: [f"{mt}{i:03d}" for i in range(1, n + 1)] for mt, n in capacity.items()}
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When an event-driven scheduler decides (see the module docstring); seconds."""
+
+    min_gap_s: float
+    arrival_poll_s: float
+    idle_s: float
+
+    def describe(self) -> str:
+        return (
+            f"on every arrival and finish (finishes >= {self.min_gap_s:g} s apart, "
+            f"arrivals seen every {self.arrival_poll_s:g} s, idle tick {self.idle_s:g} s)"
+        )
 
 
 class ClusterState:
@@ -139,6 +159,7 @@ def simulate(
     horizon: float | None = None,
     preload: Sequence[JobRecord] = (),
     start: float | None = None,
+    cadence: Cadence | None = None,
 ) -> SimResult:
     """Run `jobs` (any order; sorted by submit, then index) through `scheduler`.
 
@@ -168,42 +189,96 @@ def simulate(
         heapq.heappush(ends, (record.end, seq, record.job.job_id))
         seq += 1
     total += len(preload)
+    # last_in_suite jobs reach every scheduler once the rest of their run has
+    # ended (the dispatcher waits for the run too): alike for every scheduler
+    run_left: dict[str, int] = {}
+    for job in [*arrivals, *(r.job for r in preload)]:
+        if job.run and not job.last_in_suite:
+            run_left[job.run] = run_left.get(job.run, 0) + 1
+    gated: dict[str, list[SimJob]] = {}
+
+    last = -math.inf  # the last decision time (cadence only)
 
     def when(t: float) -> float:
         t = max(t, begin)
         return math.ceil(t / tick_s) * tick_s if tick_s > 0 else t
 
+    def when_end(t: float) -> float:
+        if cadence is None:
+            return when(t)
+        return max(t, begin, last + cadence.min_gap_s)
+
+    def when_arrival(t: float) -> float:
+        if cadence is None:
+            return when(t)
+        t = max(t, begin)
+        if t <= last or last == -math.inf or cadence.arrival_poll_s <= 0:
+            return max(t, last)
+        return last + math.ceil((t - last) / cadence.arrival_poll_s) * cadence.arrival_poll_s
+
     while True:
-        next_arrival = when(arrivals[i].submit) if i < n_arrivals else math.inf
-        next_end = when(ends[0][0]) if ends else math.inf
+        next_arrival = when_arrival(arrivals[i].submit) if i < n_arrivals else math.inf
+        next_end = when_end(ends[0][0]) if ends else math.inf
         t = min(next_arrival, next_end)
+        idle = False
+        if (
+            cadence is not None
+            and cadence.idle_s > 0
+            and last + cadence.idle_s < t
+            and t < math.inf
+            and cluster.free_total > 0
+            and scheduler.queued() > 0
+        ):
+            t, idle = last + cadence.idle_s, True
         if t == math.inf:
             break
         if horizon is not None and t > horizon:
             break
         now = max(now, t)
-        if next_arrival <= next_end:
+        if cadence is not None:
+            # serve's tick sees every arrival and finish up to now
+            take_arrivals = take_ends = not idle
+        elif next_arrival <= next_end:
             take_arrivals, take_ends = True, not one_event and next_end == t
         else:
             take_arrivals, take_ends = False, True
         # Nothing can start when no node is free and nothing ended: skip the
         # decision (batch mode only; the paper's order decides after every event).
         could_start = one_event or cluster.free_total > 0
-        while take_arrivals and i < n_arrivals and when(arrivals[i].submit) == t:
-            could_start = could_start or arrivals[i].nodes == 0
-            scheduler.arrive(arrivals[i], now)
+        while (
+            take_arrivals
+            and i < n_arrivals
+            and (arrivals[i].submit <= t if cadence is not None else when(arrivals[i].submit) == t)
+        ):
+            job = arrivals[i]
             i += 1
+            if job.last_in_suite and run_left.get(job.run, 0) > 0:
+                gated.setdefault(job.run, []).append(job)
+                continue
+            could_start = could_start or job.nodes == 0
+            scheduler.arrive(job, now)
             if one_event:
                 break
-        while take_ends and ends and when(ends[0][0]) == t:
+        while (
+            take_ends
+            and ends
+            and (ends[0][0] <= t if cadence is not None else when(ends[0][0]) == t)
+        ):
             _, _, job_id = heapq.heappop(ends)
             record = cluster.running.pop(job_id)
             cluster.release(record.nodes)
             finished += 1
             could_start = True
             scheduler.complete(record, now)
+            run = record.job.run
+            if run and not record.job.last_in_suite and run in run_left:
+                run_left[run] -= 1
+                if run_left[run] == 0:
+                    for job in gated.pop(run, ()):
+                        scheduler.arrive(job, now)
             if one_event:
                 break
+        last = now
         if not could_start:
             timeline.append((now, cluster.busy_nodes, scheduler.queued()))
             continue

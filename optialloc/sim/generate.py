@@ -14,6 +14,13 @@ Shape (evaluation.md, "Teuthology-like lab workloads"):
   where a nightly suite repeats its descriptions every night;
 - optionally a backlog already queued at time 0 (priority 1000 and 200-999).
 
+Knobs for a family of weeks (docs/whatif.md, "A family of weeks"):
+`target_load` (with `lab`) scales runtimes so the offered load is that
+share of the lab; `nightly_scale` the nightly burst sizes; `big_share` the
+share of 4-8-node jobs; `burst_day` / `burst_factor` a bursty PR day;
+`last_in_suite` ends every run with a node-less `last_in_suite` job; a scarce
+machine type is a lab with few nodes of a type plus `day_types` weight on it.
+
 `python -m optialloc.sim.generate PARAMS.yaml OUT.jsonl` writes a workload;
 a params file is `{generator: {seed: 1, days: 7, ...}}` (keys: `WeekParams`).
 """
@@ -111,6 +118,24 @@ class WeekParams:
     max_job_time_s: float = 259200.0
     #: jobs already queued at time 0 (a backlog), split 80 % nightly / 20 % at 200-999
     backlog_jobs: int = 0
+    #: > 0: scale runtimes (not hangs) so that node-seconds demanded / (lab nodes x
+    #: days) is this; needs `lab` ((machine type, nodes), ...)
+    target_load: float = 0.0
+    lab: tuple[tuple[str, int], ...] = ()
+    #: per-type overrides of `target_load` ((machine type, load), ...): a scarce type
+    type_load: tuple[tuple[str, float], ...] = ()
+    #: nightly run sizes x this (the nightly burst)
+    nightly_scale: float = 1.0
+    #: every run's size x this (a scaled-down week for a scaled-down lab)
+    scale: float = 1.0
+    #: >= 0: this share of jobs needs 4-8 nodes (uniform), the rest 1-3 nodes by
+    #: the weights of `nodes`; < 0: `nodes` alone
+    big_share: float = -1.0
+    #: day index (0-based) with `burst_factor` x the PR runs, all between 09:00 and 12:00
+    burst_day: int = -1
+    burst_factor: float = 3.0
+    #: end every run with a `last_in_suite` job (no node; waits for its run)
+    last_in_suite: bool = False
     origin: datetime = field(default=DEFAULT_ORIGIN)
 
 
@@ -133,7 +158,9 @@ def params_from_mapping(data: Any, source: str = "generator") -> WeekParams:
                 values[key] = (
                     value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
                 )
-            elif isinstance(default, bool) or not isinstance(default, int | float):
+            elif isinstance(default, bool):
+                values[key] = bool(value)
+            elif not isinstance(default, int | float):
                 values[key] = value
             else:
                 values[key] = type(default)(value)
@@ -186,10 +213,9 @@ class _Builder:
         when = p.origin + timedelta(seconds=at)
         name = run_name(user, when, suite, "main", machine_type)
         shared = run_shared_parts(rng, suite, "main")
-        for k in range(size):
-            nodes = _pick(rng, p.nodes)
-            submit = round(at + k * 0.2, 1)  # teuthology-suite puts a run in seconds
-            body = job_body(
+
+        def body_of(nodes: int, description: str, seed: int, last: bool = False) -> dict[str, Any]:
+            return job_body(
                 run=name,
                 owner=owner,
                 priority=priority,
@@ -197,31 +223,68 @@ class _Builder:
                 timestamp=when,
                 shared=shared,
                 nodes=nodes,
-                description=description_for(rng, suite, nodes),
+                description=description,
                 os=None,
-                seed=rng.randint(0, 9999),
+                seed=seed,
+                last_in_suite=last,
             )
-            index = len(self.jobs)
-            self.jobs.append(
-                SimJob(
-                    job_id=str(index + 1),
-                    index=index,
-                    submit=submit,
-                    runtime=_runtime(rng, p, str(body["description"])),
-                    nodes=nodes,
-                    machine_types=tuple(machine_type.split(",")),
-                    priority=priority,
-                    owner=owner,
-                    run=name,
-                    body=body,
-                )
+
+        for k in range(size):
+            nodes = self.nodes()
+            submit = round(at + k * 0.2, 1)  # teuthology-suite puts a run in seconds
+            description = description_for(rng, suite, nodes)
+            body = body_of(min(nodes, 4), description, rng.randint(0, 9999))
+            if nodes > 4:  # fixturegen's role layouts stop at 4 nodes
+                body["roles"] = [[f"mon.{r}", f"osd.{r}"] for r in range(nodes - 1)] + [
+                    ["client.0"]
+                ]
+            self._add(body, submit, _runtime(rng, p, str(body["description"])), nodes)
+        if p.last_in_suite:
+            body = body_of(0, f"{suite}/last_in_suite", 0, last=True)
+            # teuthology-results mails the summary: a minute
+            self._add(body, round(at + size * 0.2, 1), 60.0, 0, last_in_suite=True)
+
+    def _add(
+        self,
+        body: dict[str, Any],
+        submit: float,
+        runtime: float,
+        nodes: int,
+        *,
+        last_in_suite: bool = False,
+    ) -> None:
+        index = len(self.jobs)
+        self.jobs.append(
+            SimJob(
+                job_id=str(index + 1),
+                index=index,
+                submit=submit,
+                runtime=runtime,
+                nodes=nodes,
+                machine_types=tuple(str(body["machine_type"]).split(",")),
+                priority=int(body["priority"]),
+                owner=str(body["owner"]),
+                run=str(body["name"]),
+                last_in_suite=last_in_suite,
+                body=body,
             )
+        )
+
+    def nodes(self) -> int:
+        p, rng = self.p, self.rng
+        if p.big_share < 0:
+            return int(_pick(rng, p.nodes))
+        if rng.random() < p.big_share:
+            return rng.randint(4, 8)
+        small = [(n, w) for n, w in p.nodes if n < 4] or [(1, 1.0)]
+        return int(_pick(rng, small))
 
     def day_run(self, at: float, low: int, high: int, size: tuple[int, int]) -> None:
         user = self.rng.choice(DEVELOPERS)
         suite = self.rng.choice(("rados", "rbd", "fs", "rgw", "krbd", "orch", "smoke"))
         mt = _pick(self.rng, self.p.day_types)
         jobs = int(min(size[1], max(size[0], self.rng.lognormvariate(math.log(40), 0.7))))
+        jobs = max(1, round(jobs * self.p.scale))
         self.run(
             at, user, f"scheduled_{user}@teuthology", self.rng.randint(low, high), suite, mt, jobs
         )
@@ -256,6 +319,9 @@ def generate(p: WeekParams | None = None) -> list[SimJob]:
         for _ in range(_poisson(rng, p.pr_runs_per_day)):
             at = base + rng.uniform(8 * HOUR, 18 * HOUR)
             b.day_run(at, 75, 150, p.pr_jobs)
+        if day == p.burst_day:
+            for _ in range(_poisson(rng, p.pr_runs_per_day * max(p.burst_factor - 1.0, 0.0))):
+                b.day_run(base + rng.uniform(9 * HOUR, 12 * HOUR), 75, 150, p.pr_jobs)
         for _ in range(_poisson(rng, p.other_runs_per_day)):
             at = base + rng.uniform(0, DAY)
             low, high = rng.choice(((151, 200), (200, 999)))
@@ -265,10 +331,41 @@ def generate(p: WeekParams | None = None) -> list[SimJob]:
         for suite, mt, low, high in p.nightlies:
             at = base + p.nightly_hour * HOUR + rng.uniform(0, 600)
             if at < p.days * DAY:
-                b.run(at, "teuthology", NIGHTLY_OWNER, 1000, suite, mt, rng.randint(low, high))
+                size = max(1, round(rng.randint(low, high) * p.nightly_scale * p.scale))
+                b.run(at, "teuthology", NIGHTLY_OWNER, 1000, suite, mt, size)
     jobs = [j for j in b.jobs if j.submit < p.days * DAY]
+    if p.target_load > 0:
+        jobs = _scale_to_load(jobs, p)
     jobs.sort(key=lambda j: (j.submit, j.index))
     return [replace(j, index=k) for k, j in enumerate(jobs)]
+
+
+def _scale_to_load(jobs: list[SimJob], p: WeekParams) -> list[SimJob]:
+    """Runtimes (not hangs, not bookkeeping jobs) scaled per machine type (a job's
+    first type) so each type's offered load over the week is `p.target_load`, or
+    its `type_load` entry: node-seconds demanded / (nodes x days)."""
+    if not p.lab:
+        raise InputError("generator.lab", "target_load needs the lab: [[smithi, 200], ...]")
+    hang = p.max_job_time_s - 1.0
+    loads = dict(p.type_load)
+    factor: dict[str, float] = {}
+    for machine_type, nodes in p.lab:
+        mine = [j for j in jobs if j.machine_types[0] == machine_type]
+        fixed = sum(j.nodes * j.runtime for j in mine if j.runtime >= hang)
+        scalable = sum(j.nodes * j.runtime for j in mine if j.runtime < hang)
+        want = loads.get(machine_type, p.target_load) * nodes * p.days * DAY
+        factor[machine_type] = max(want - fixed, 0.0) / max(scalable, 1.0)
+    return [
+        j
+        if j.runtime >= hang or j.nodes == 0 or j.machine_types[0] not in factor
+        else replace(
+            j,
+            runtime=float(
+                round(min(max(j.runtime * factor[j.machine_types[0]], 60.0), hang - 1.0))
+            ),
+        )
+        for j in jobs
+    ]
 
 
 def offered_load(jobs: Sequence[SimJob], capacity: Mapping[str, int]) -> dict[str, float]:

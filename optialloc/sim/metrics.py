@@ -16,20 +16,31 @@ Definitions (also in docs/whatif.md):
 - Jain's index over owners of x = node-seconds received inside the window /
   node-seconds demanded by jobs submitted before the window's end.
 - run turnaround: per run (the body's `name`), last end - first submit, over
-  runs whose jobs all ran.
+  runs whose jobs all ran; also weighted by the run's w = 1000 / max(priority, 1).
+- `last_in_suite` jobs (no node) are left out of every wait, slowdown, band
+  and owner figure and reported apart (`last_in_suite_*`): they wait for their
+  run under every scheduler (the engine hands them over when the run is done).
+- 4-node / 1-node ratio with a floor: per band, max wait of jobs needing 4 or
+  more nodes / max wait of 1-node jobs, each at least `RATIO_FLOOR_S` (1 h), so
+  412 s against 125 s reads 1.0, not 3.3.
+- bound: with `bound_s` (the start bound `plan` documents for a job, see
+  `optialloc.ranking.start_bound_s`), the largest wait / bound over jobs and
+  how many jobs waited past their bound.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from optialloc.sim.model import JobRecord, SimResult
+from optialloc.sim.model import JobRecord, SimJob, SimResult
 
 TAU_S = 10.0
 DAY_S = 86400.0
+#: floor of both max waits in the 4-node / 1-node ratio (`*_floor_1h` keys)
+RATIO_FLOOR_S = 3600.0
 #: Reporting bands of teuthology priorities: (label, low inclusive, high exclusive).
 BANDS = (
     ("<10", 0, 10),
@@ -106,12 +117,19 @@ def _waits(records: Sequence[JobRecord], sim_end: float) -> list[float]:
     ]
 
 
-def summarize(result: SimResult, warmup_fraction: float = 0.05) -> dict[str, Any]:
+def summarize(
+    result: SimResult,
+    warmup_fraction: float = 0.05,
+    bound_s: Callable[[SimJob], float] | None = None,
+) -> dict[str, Any]:
     """Every metric of evaluation.md for one run, as a JSON-ready dict (units in key names)."""
-    records = result.records
-    sim_end = max([r.end for r in records if r.end is not None] + [result.end_time])
+    every = result.records
+    sim_end = max([r.end for r in every if r.end is not None] + [result.end_time])
     w0, w1 = window_of(result, warmup_fraction)
     span = max(w1 - w0, 1e-9)
+    records = [r for r in every if not r.job.last_in_suite]
+    bookkeeping = [r for r in every if r.job.last_in_suite]
+    bookkeeping_waits = _waits(bookkeeping, sim_end)
     waits = _waits(records, sim_end)
     started = [r for r in records if r.start is not None]
     busy = _busy(started, w0, w1)
@@ -131,6 +149,16 @@ def summarize(result: SimResult, warmup_fraction: float = 0.05) -> dict[str, Any
         nodes = by_band_nodes[band]
         nodes[r.job.nodes] = max(nodes.get(r.job.nodes, 0.0), wait)
     ratios = [n[4] / max(n[1], 1.0) for n in by_band_nodes.values() if 4 in n and 1 in n]
+    floored: dict[str, float] = {}
+    for band, nodes in by_band_nodes.items():
+        big = [w for k, w in nodes.items() if k >= 4]
+        if big and 1 in nodes:
+            floored[band] = max(max(big), RATIO_FLOOR_S) / max(nodes[1], RATIO_FLOOR_S)
+    over_bound = (
+        [w / max(bound_s(r.job), 1.0) for r, w in zip(records, waits, strict=True)]
+        if bound_s is not None
+        else []
+    )
     multi = [w for r, w in zip(records, waits, strict=True) if r.job.nodes > 1]
     single = [w for r, w in zip(records, waits, strict=True) if r.job.nodes == 1]
     received: dict[str, float] = defaultdict(float)
@@ -142,13 +170,14 @@ def summarize(result: SimResult, warmup_fraction: float = 0.05) -> dict[str, Any
                 received[r.job.owner] += r.job.nodes * _overlap(r.start, r.end, r.job.submit, w1)
     shares = [received[o] / d for o, d in demanded.items() if d > 0]
     runs: dict[str, list[JobRecord]] = defaultdict(list)
-    for r in records:
+    for r in every:
         runs[r.job.run or r.job.job_id].append(r)
+    done_runs = [rs for rs in runs.values() if all(x.end is not None for x in rs)]
     turnaround = [
         max(x.end for x in rs if x.end is not None) - min(x.job.submit for x in rs)
-        for rs in runs.values()
-        if all(x.end is not None for x in rs)
+        for rs in done_runs
     ]
+    run_weights = [1000.0 / max(min(x.job.priority for x in rs), 1) for rs in done_runs]
     tick_walls = [t.wall_s for t in result.ticks]
     statuses: dict[str, int] = defaultdict(int)
     for t in result.ticks:
@@ -169,8 +198,8 @@ def summarize(result: SimResult, warmup_fraction: float = 0.05) -> dict[str, Any
         }
     n = max(len(records), 1)
     return {
-        "jobs": len(records),
-        "never_started": len(records) - len(started),
+        "jobs": len(every),
+        "never_started": len(every) - sum(1 for r in every if r.start is not None),
         "window_start_s": w0,
         "window_end_s": w1,
         "utilization": sum(busy.values()) / (total_nodes * span),
@@ -194,6 +223,19 @@ def summarize(result: SimResult, warmup_fraction: float = 0.05) -> dict[str, Any
         "runs_finished": len(turnaround),
         "mean_run_turnaround_s": sum(turnaround) / len(turnaround) if turnaround else 0.0,
         "max_run_turnaround_s": max(turnaround, default=0.0),
+        "priority_weighted_run_turnaround_s": sum(
+            w * t for w, t in zip(run_weights, turnaround, strict=True)
+        )
+        / max(sum(run_weights), 1e-9),
+        "worst_4_vs_1_node_max_wait_ratio_floor_1h": max(floored.values(), default=0.0),
+        "max_wait_ratio_4_vs_1_node_by_band_floor_1h": dict(sorted(floored.items())),
+        "max_wait_over_bound": max(over_bound, default=0.0),
+        "jobs_past_bound": sum(1 for x in over_bound if x > 1.0),
+        "last_in_suite_jobs": len(bookkeeping),
+        "last_in_suite_mean_wait_s": (
+            sum(bookkeeping_waits) / len(bookkeeping_waits) if bookkeeping_waits else 0.0
+        ),
+        "last_in_suite_max_wait_s": max(bookkeeping_waits, default=0.0),
         "solver_ticks": len(tick_walls),
         "solver_p50_s": percentile(tick_walls, 50),
         "solver_p99_s": percentile(tick_walls, 99),

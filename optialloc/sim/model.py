@@ -37,6 +37,8 @@ class SimJob:
     owner: str = ""
     run: str = ""
     estimate: float | None = None
+    #: a `last_in_suite` job (no node): it reaches a scheduler once its run has ended
+    last_in_suite: bool = False
     body: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from optialloc.dispatch.dispatcher import Dispatcher, DispatcherSettings
-from optialloc.domain import Node
+from optialloc.domain import Node, Plan
 from optialloc.policy import Policy
 from optialloc.sim.adapters import SimClock, SimInventory, SimJournal, SimQueue, SimRunner
 from optialloc.sim.engine import ClusterState, Launch
@@ -86,6 +86,8 @@ class OptiallocScheduler:
             self._preloaded[record.job.job_id] = record.nodes
         self.failed: list[tuple[str, str]] = []
         self.rejected = 0
+        #: the plan of the last decision (None before the first, or when a tick solved nothing)
+        self.last_plan: Plan | None = None
 
     def arrive(self, job: SimJob, now: float) -> None:
         body = ensure_body(job)
@@ -103,7 +105,7 @@ class OptiallocScheduler:
     def decide(self, now: float, cluster: ClusterState) -> Sequence[Launch]:
         self.clock.set(now)
         report = self.dispatcher.tick()
-        plan = report.plan
+        plan = self.last_plan = report.plan
         if plan is not None:
             self.ticks.append(
                 TickStat(

@@ -74,15 +74,43 @@ ROWS: tuple[tuple[str, str, Fmt], ...] = (
 )
 
 
+#: Metrics that add up over windows: a multi-window table shows their mean and their total.
+_PER_WINDOW = ("jobs", "sim_wall_s")
+
+
 def table(outcomes: Sequence[Outcome]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per metric, one column per policy/baseline."""
     summaries = [o.summary() for o in outcomes]
     header = ["metric", *(o.name for o in outcomes)]
-    rows = [[label, *(fmt(float(s.get(key, 0.0))) for s in summaries)] for label, key, fmt in ROWS]
+    # With several windows a row is the mean over windows: say so, and add the totals.
+    multi = any(len(o.per_window) > 1 for o in outcomes)
+    rows = [
+        [
+            f"{label}, per window (mean)" if multi and key in _PER_WINDOW else label,
+            *(fmt(float(s.get(key, 0.0))) for s in summaries),
+        ]
+        for label, key, fmt in ROWS
+    ]
+    if multi:
+        for label, key, fmt in ROWS:
+            if key in _PER_WINDOW:
+                rows.append(
+                    [
+                        f"{label}, all windows",
+                        *(fmt(sum(float(w.get(key, 0.0)) for w in o.per_window)) for o in outcomes),
+                    ]
+                )
     types = sorted({mt for s in summaries for mt in s.get("per_machine_type", {})})
     for mt in types:
         per = [s["per_machine_type"].get(mt, {}) for s in summaries]
-        rows.append([f"utilization {mt}", *(_pct(p.get("utilization", 0.0)) for p in per)])
+        # measured over the same window as the overall row: jobs of a type that only
+        # arrives at the end run in the drain and count 0 % here, while they still wait
+        rows.append(
+            [
+                f"utilization {mt} (warm-up and drain excluded)",
+                *(_pct(p.get("utilization", 0.0)) for p in per),
+            ]
+        )
         rows.append([f"wait mean {mt}", *(_h(p.get("mean_wait_s", 0.0)) for p in per)])
     bands = [b for b, _, _ in BANDS if any(b in s.get("max_wait_by_band_s", {}) for s in summaries)]
     for band in bands:
@@ -254,10 +282,13 @@ def plot_all(outcomes: Sequence[Outcome], path: Path) -> list[Path]:
         ha="right",
         fontsize="small",
     )
+    ax.set_xlabel("owner (job `owner`, without scheduled_ and @host)")
     ax.set_ylabel("node-hours received / demanded (%)")
     ax.set_title("Per-owner share until the last arrival (owners by demand)")
-    ax.set_ylim(0, 125)  # room for the legend above the bars
-    ax.legend(fontsize="small", ncol=min(len(names), 6), loc="upper center")
+    ax.set_ylim(0, 100)  # a share is at most 100 %; the legend sits outside the axes
+    # The legend names schedulers (bar colours); an owner may share a baseline's name
+    # (e.g. "teuthology"), so it is titled and kept apart from the owner axis.
+    ax.legend(title="scheduler", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     files.append(_save(fig, path / "owner_share.png", plt))
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from optialloc.domain import Node
 from optialloc.errors import InputError
+from optialloc.resources import resolve_file
 from optialloc.sim import swf as swf_mod
 from optialloc.sim.baselines import MAX_JOB_TIME, make_baseline
-from optialloc.sim.engine import Progress, Scheduler, simulate
+from optialloc.sim.engine import Cadence, Progress, Scheduler, simulate
 from optialloc.sim.generate import generate as generate_jobs
 from optialloc.sim.generate import load_params
 from optialloc.sim.metrics import summarize
@@ -39,6 +40,16 @@ class Scenario:
     max_job_time: float = MAX_JOB_TIME
     seed: int = 0
     dump_rejected: str | None = None  # directory for snapshots of rejected plans
+    #: decide as `serve` does (events, min gap, idle tick); None: `tick_s` / `one_event`
+    cadence: Cadence | None = None
+
+    def decisions(self) -> str:
+        """The decision cadence in words (every report states it)."""
+        if self.cadence is not None:
+            return "serve's: " + self.cadence.describe()
+        if self.tick_s:
+            return f"every {self.tick_s:g} s (fixed ticks)"
+        return "after every single event" if self.one_event else "at every event time"
 
     @property
     def names(self) -> dict[str, list[str]]:
@@ -71,11 +82,25 @@ class Outcome:
         return out
 
 
+def serve_cadence() -> Cadence:
+    """When `serve` with its default settings ticks (optialloc.dispatch.serve, config)."""
+    from optialloc.config import Config
+    from optialloc.dispatch.serve import ARRIVAL_CHECK_S, MIN_TICK_GAP_S
+
+    return Cadence(
+        min_gap_s=MIN_TICK_GAP_S, arrival_poll_s=ARRIVAL_CHECK_S, idle_s=Config().tick_seconds
+    )
+
+
+def _with_idle(cadence: Cadence, idle_s: float | None) -> Cadence:
+    return cadence if idle_s is None else replace(cadence, idle_s=idle_s)
+
+
 def lab_nodes(path: str) -> list[Node]:
-    """The up nodes of a lab YAML file."""
+    """The up nodes of a lab YAML file (or of a shipped lab by name: `demo`)."""
     from optialloc.inventory.lab_file import load_lab
 
-    nodes = [n for n in load_lab(path) if n.up]
+    nodes = [n for n in load_lab(resolve_file("labs", path)) if n.up]
     if not nodes:
         raise InputError("--lab", f"{path} has no node that is up")
     return nodes
@@ -102,6 +127,7 @@ def load_scenario(
     swf_compress: float = 1.0,
     default_runtime: float | None = None,
     max_job_time: float = MAX_JOB_TIME,
+    idle_s: float | None = None,
 ) -> Scenario:
     """Build the scenario from exactly one of `workload`, `snapshot`, `swf` (see the CLI help)."""
     if sum(x is not None for x in (workload, snapshot, swf)) != 1:
@@ -138,6 +164,7 @@ def load_scenario(
             raise InputError(
                 "--lab", "a --workload needs a lab: pass --lab fixtures/labs/sepia.yaml"
             )
+        workload = resolve_file("workloads", workload)  # `demo`: the shipped one
         if _is_generator(workload):
             params = load_params(workload)
             jobs = generate_jobs(params)
@@ -153,8 +180,16 @@ def load_scenario(
     for node in nodes:
         capacity[node.machine_type] = capacity.get(node.machine_type, 0) + 1
     check_fits(load.jobs, capacity)
-    tick = 60.0 if tick_s is None else tick_s
-    return Scenario(nodes, [load], ["all"], tick, max_job_time=max_job_time, seed=seed)
+    # lab workloads decide as serve does unless fixed ticks are asked for
+    return Scenario(
+        nodes,
+        [load],
+        ["all"],
+        tick_s or 0.0,
+        max_job_time=max_job_time,
+        seed=seed,
+        cadence=None if tick_s else _with_idle(serve_cadence(), idle_s),
+    )
 
 
 def make_scheduler(kind: str, spec: str, scenario: Scenario, load: Workload) -> Scheduler:
@@ -226,15 +261,35 @@ def _run_one(
             progress=callback,
             preload=[replace(r) for r in load.preload],
             start=load.start,
+            cadence=scenario.cadence,
         )
         result.origin = load.origin
         result.label = label
         result.notes = list(getattr(scheduler, "notes", []))
         result.rejected_plans = int(getattr(scheduler, "rejected", 0))
         outcome.results.append(result)
-        outcome.per_window.append(summarize(result))
+        metrics = summarize(result, bound_s=bound_fn(spec if kind == "policy" else None))
+        metrics["decisions"] = scenario.decisions()
+        outcome.per_window.append(metrics)
         outcome.notes.extend(result.notes)
     return outcome
+
+
+def bound_fn(policy_path: str | None) -> Callable[[SimJob], float]:
+    """A job's documented start bound (`ranking.start_bound_s`) under a policy file, or
+    under models/default.yaml for a baseline (what the default promises)."""
+    from optialloc.policy import default_policy, load_policy
+    from optialloc.ranking import start_bound_s
+
+    policy = load_policy(policy_path) if policy_path else default_policy()
+    cache: dict[int, float] = {}
+
+    def bound(job: SimJob) -> float:
+        if job.priority not in cache:
+            cache[job.priority] = start_bound_s(job.priority, policy)
+        return cache[job.priority]
+
+    return bound
 
 
 def jobs_of(scenario: Scenario) -> list[SimJob]:

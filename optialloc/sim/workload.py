@@ -64,6 +64,7 @@ def job_from_body(
         priority=job.priority,
         owner=job.owner,
         run=job.run,
+        last_in_suite=job.last_in_suite,
         body=dict(body),
     )
 
@@ -207,6 +208,7 @@ def read_snapshot(path: str | Path, default_runtime: float | None = None) -> Wor
                 priority=job.priority,
                 owner=job.owner,
                 run=job.run,
+                last_in_suite=job.last_in_suite,
                 body=dict(job.body),
             )
         )
@@ -224,6 +226,7 @@ def read_snapshot(path: str | Path, default_runtime: float | None = None) -> Wor
             priority=job.priority,
             owner=job.owner,
             run=job.run,
+            last_in_suite=job.last_in_suite,
             body=dict(job.body),
         )
         by_name = {n.name: n for n in snap.nodes}

@@ -36,8 +36,10 @@ import yaml
 
 from optialloc.domain import InvalidJob, Job, Node, RunningJob, Snapshot
 from optialloc.errors import JobParseError
+from optialloc.filekind import looks_like
 from optialloc.snapshots.fields import FieldReader, JobCache, SnapshotFileError
 from optialloc.snapshots.write import dump_snapshot, snapshot_to_mapping
+from optialloc.yaml_errors import describe_yaml_error
 
 __all__ = [
     "SnapshotDocument",
@@ -211,6 +213,17 @@ def _priority_of(reader: FieldReader, entry: Mapping[str, Any], path: str) -> in
 def snapshot_document_from_mapping(data: Any, source: str = "snapshot") -> SnapshotDocument:
     """Validate a loaded snapshot mapping; see the module docstring for the contract."""
     reader = FieldReader(source)
+    if isinstance(data, Mapping) and not {"taken_at", "queue"} & set(data):
+        # not a snapshot at all: say what it is instead of a warning per key
+        kind = looks_like(data)
+        what = f"this is {kind}, not a snapshot" if kind else "not a snapshot"
+        keys = sorted(map(str, data))
+        shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
+        raise reader.fail(
+            "(top level)",
+            f"{what}: it has no taken_at/nodes/queue (its keys: {shown}); "
+            "see docs/snapshot-format.md",
+        )
     top = reader.mapping(data, "(top level)", _TOP_KEYS, "a snapshot with taken_at, nodes, queue")
     if top.get("taken_at") is None:
         raise reader.fail(
@@ -343,8 +356,9 @@ def load_snapshot_document(path: str | Path) -> SnapshotDocument:
             source, "--snapshot", "no such file: give an existing snapshot file"
         ) from exc
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SnapshotFileError(source, "(file)", f"not valid YAML ({first}); see {exc}") from exc
+        raise SnapshotFileError(
+            source, "(file)", f"not valid YAML ({describe_yaml_error(exc)})"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise SnapshotFileError(
             source, f"(line {exc.lineno})", f"not valid JSON ({exc.msg})"

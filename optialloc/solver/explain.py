@@ -5,16 +5,23 @@ first, in reservation order; then effective priority, fewer nodes, oldest,
 job id). Reason: the first that applies, in this order: invalid, tube paused,
 waiting for its run, reserved but short of nodes, not enough compatible free
 nodes on any type, free nodes held for a reserved job, owner or run at its
-fairness cap, capacity given to jobs of higher effective priority.
+fairness cap, capacity taken by this tick's starts (jobs ranked ahead, or
+smaller jobs of any priority that fit: the text never claims "higher"). With
+reservations on, a waiting job's detail ends with the documented bound
+(docs/policy.md, "The anti-starvation bound"): "reserved from 14:20 at the
+latest" (its rank, `queued_at + reservation_order_s`; a date is added when
+that is not within a day), after which it starts within `max_job_time_s`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime, timedelta
 from itertools import count
 from operator import attrgetter, itemgetter
 
 from optialloc.domain import Waiting, WaitReason
+from optialloc.ranking import reservation_order_s
 from optialloc.solver.caps import CapTable
 from optialloc.solver.lab import (
     INVALID,
@@ -107,6 +114,12 @@ class Explainer:
         if index in self.res.holds:
             home = self.res.home[index]
             held = len(self.res.holds[index])
+            if not held:  # nothing free to hold now: it is first in line for what frees up
+                return (
+                    WaitReason.NOT_ENOUGH_NODES,
+                    f"reserved: needs {need} {home}, none free to hold yet; "
+                    f"the next {need} that free up are held for it",
+                )
             return (
                 WaitReason.NOT_ENOUGH_NODES,
                 f"reserved: needs {need} {home}, {held} held for it, waits for {need - held} more",
@@ -154,18 +167,22 @@ class Explainer:
         if first is not None and all(b is not None for b in blocked):
             caps, who, reason = first
             t = open_rows[0][0]
+            left = max(0, caps.remaining(who, t) or 0)
             return reason, (
                 f"{caps.dimension} {who or '(none)'} holds {caps.used.get((who, t), 0)} {t} "
-                f"nodes, cap {caps.cap[(who, t)]} while others wait"
+                f"nodes, cap {caps.cap[(who, t)]} while others wait: {left} left under the "
+                f"cap, this job needs {need}"
             )
         best = max(open_rows, key=lambda r: r[3])
         if best[3] >= need:
             return WaitReason.LOWER_PRIORITY, (
                 f"needs {need} {best[0]}, {best[3]} still free: solver stopped before placing it"
             )
+        # The nodes went to this tick's starts: jobs ranked ahead of it, or (backfill)
+        # smaller jobs of any priority that fit; so say "this tick's starts", not "higher".
         return WaitReason.LOWER_PRIORITY, (
-            f"needs {need} {best[0]}, {best[2]} free, "
-            f"{best[2] - best[3]} given to higher-priority jobs"
+            f"needs {need} {best[0]}, {best[2]} free, {best[2] - best[3]} taken by "
+            f"this tick's starts, {best[3]} left"
         )
 
     def waiting(self, started: set[int]) -> list[Waiting]:
@@ -199,16 +216,49 @@ class Explainer:
             group.why = why
         # Per waiting job, all in C (map) but the tuple itself.
         whys = list(map(attrgetter("why"), map(lab.group_of.__getitem__, rest)))
+        details = self._with_bounds(rest, whys)
         out.extend(
             map(
                 Waiting,
                 map(itemgetter(3), map(lab.order_keys.__getitem__, rest)),
                 count(len(out) + 1),
                 map(itemgetter(0), whys),
-                map(itemgetter(1), whys),
+                details,
             )
         )
         return out
+
+    def _with_bounds(self, rest: list[int], whys: list[tuple[WaitReason, str]]) -> list[str]:
+        """Each job's detail, plus "reserved from HH:MM at the latest" when it has a bound."""
+        lab = self.lab
+        policy = lab.policy
+        if not policy.reservations.enabled or policy.reservations.max_jobs == 0:
+            return [why[1] for why in whys]
+        taken_at = lab.snapshot.taken_at
+        offsets: dict[int, timedelta] = {}
+        labels: dict[datetime, str] = {}
+        out = []
+        for index, (reason, detail) in zip(rest, whys, strict=True):
+            if reason in _NO_BOUND:
+                out.append(detail)
+                continue
+            job = lab.jobs[index]
+            offset = offsets.get(job.priority)
+            if offset is None:
+                offset = offsets[job.priority] = timedelta(
+                    seconds=reservation_order_s(job.priority, policy)
+                )
+            at = job.queued_at + offset
+            label = labels.get(at)
+            if label is None:
+                near = abs(at - taken_at) < timedelta(days=1)
+                label = labels[at] = at.strftime("%H:%M" if near else "%Y-%m-%d %H:%M")
+            out.append(f"{detail}; reserved from {label} at the latest")
+        return out
+
+
+#: reasons no reservation changes: the job cannot run, or waits for something else
+_NO_BOUND = frozenset({WaitReason.INVALID, WaitReason.TUBE_PAUSED, WaitReason.WAITING_FOR_RUN})
 
 
 def _first(job_ids: list[str], limit: int = 3) -> str:
