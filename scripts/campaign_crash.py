@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from campaign_lab import BACKENDS, CampaignLab, Losses
+from campaign_lab import BACKENDS, CampaignLab, Losses, quiet_optialloc_logs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from serve_support import mixed_bodies
@@ -134,6 +134,7 @@ def run(rounds: int, jobs: int, kills: int, backends: list[str], seed: int) -> i
 
 
 def main() -> int:
+    quiet_optialloc_logs()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

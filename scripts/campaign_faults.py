@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from campaign_lab import REPO, CampaignLab, Losses
+from campaign_lab import REPO, CampaignLab, Losses, quiet_optialloc_logs
 
 sys.path.insert(0, str(REPO / "tests"))
 from inventory_support import fill_paddles
@@ -238,6 +238,7 @@ def run(outage_s: float, restarts: int, only: list[str] | None, seed: int) -> in
 
 
 def main() -> int:
+    quiet_optialloc_logs()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -31,7 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from campaign_lab import BACKENDS, REPO, CampaignLab, Losses, children_peak_rss_mib
+from campaign_lab import (
+    BACKENDS,
+    REPO,
+    CampaignLab,
+    Losses,
+    children_peak_rss_mib,
+    quiet_optialloc_logs,
+)
 
 sys.path.insert(0, str(REPO / "tests"))
 from serve_support import job_body
@@ -175,6 +182,7 @@ def run(bad: int, good: int, odd: int, backends: list[str], seed: int, max_rss: 
 
 
 def main() -> int:
+    quiet_optialloc_logs()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -45,7 +45,11 @@ from optialloc.queue import open_queue  # noqa: E402
 from optialloc.teuthology import dump_body  # noqa: E402
 
 BACKENDS = ("embedded", "beanstalk")
-logging.getLogger("optialloc").setLevel(logging.ERROR)  # the campaign prints its own lines
+
+
+def quiet_optialloc_logs() -> None:
+    """For a campaign run as a script: it prints its own lines (tests keep their logging)."""
+    logging.getLogger("optialloc").setLevel(logging.ERROR)
 
 
 @dataclass

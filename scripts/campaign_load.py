@@ -21,6 +21,7 @@ shared 2-core machine: docs/reliability.md says which run its figures come from.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import statistics
 import sys
@@ -165,6 +166,7 @@ def run(queued: int, nodes: int, tubes_n: int, minutes: float, tick_s: float, se
 
 
 def main() -> int:
+    logging.getLogger("optialloc").setLevel(logging.ERROR)  # it prints its own lines
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

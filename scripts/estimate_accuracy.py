@@ -10,7 +10,7 @@ examples:
   # the published table (docs/whatif.md "Estimated start times")
   nice -n 10 python scripts/estimate_accuracy.py --lab fixtures/labs/sepia.yaml \\
       --workload fixtures/workloads/sepia-week.yaml --tick-seconds 60 \\
-      --every-arrival 2 --every-minutes 120
+      --every-arrival 1 --every-minutes 40
   # a quick look on the demo workload
   python scripts/estimate_accuracy.py --lab fixtures/labs/demo.yaml \\
       --workload fixtures/workloads/demo.jsonl --every-arrival 1 --every-minutes 10
@@ -65,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--every-arrival",
         type=int,
-        default=2,
+        default=1,
         help="estimate at every Nth tick with arrivals (0: never); its new jobs' "
         "estimates are the ones 'at submission'",
     )
     parser.add_argument(
         "--every-minutes",
         type=float,
-        default=120.0,
+        default=40.0,
         help="also estimate every M simulated minutes (0: never)",
     )
     parser.add_argument("--lead-minutes", type=float, default=60.0)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(queue {min(report['queued'], default=0):,}-{max(report['queued'], default=0):,} jobs; "
         f"each {statistics.median(walls):.1f} s median, {max(walls):.1f} s max); "
         f"{report['started_at_once']:,} sampled jobs started in their arrival tick (left out); "
-        f"horizon {args.horizon_hours:g} h; {cpu / 60:.1f} min CPU, {wall / 60:.1f} min wall"
+        f"horizon {args.horizon_hours:g} h; {cpu:.0f} s CPU, {wall:.0f} s wall"
     )
     return 0
 

@@ -20,9 +20,10 @@ guessing one typical runtime for every job). `skill()` = 1 - the first / the
 second, the R^2 of its predictions: about 0.7 in a lab where the same test
 takes about as long every night, 0 or below where a description says nothing
 of the runtime. A policy can then stop leaning on estimates that carry no
-information (`weights.runtime_min_skill`, docs/policy.md). The measure lives
+information (`weights.runtime_min_skill`, docs/policy.md): below it every
+description gets one typical runtime. The measure lives
 in memory (it restarts with `serve`; until `MIN_SCORED` runs are scored the
-skill is unknown: None).
+skill is unknown: None; estimates are used as they are until then).
 
 Storage is one small SQLite table in the state directory (`runtimes.sqlite`),
 so estimates survive restarts; `":memory:"` keeps them in memory (what-if).
@@ -86,6 +87,7 @@ class RuntimeHistory:
         self._seen = 0
         self._mean_all = 0.0
         self._m2_all = 0.0
+        self._flat: dict[str, float] | None = None  # trusted_estimates below the skill
 
     def observe(self, job: Job, runtime_s: float, at: datetime) -> float | None:
         """Learn from a run of `job` that passed in `runtime_s`; returns the new estimate.
@@ -97,6 +99,7 @@ class RuntimeHistory:
             return None
         sample = math.log(runtime_s)
         self._score(description, sample)
+        self._flat = None
         runs = self._runs.get(description, 0) + 1
         weight = max(1.0 / runs, ALPHA)
         mean = self._mean_log.get(description, sample)
@@ -140,12 +143,17 @@ class RuntimeHistory:
         return 1.0 - (self._sq_error / self._scored) / variance
 
     def trusted_estimates(self, min_skill: float) -> Mapping[str, float]:
-        """`estimates()` when their measured `skill()` is at least `min_skill` (or
-        `min_skill` is 0), else none: estimates that explain nothing are not used."""
-        if min_skill <= 0:
-            return self._estimates
+        """`estimates()` while their measured `skill()` is at least `min_skill` (or it is
+        not known yet, or `min_skill` is 0); below it, every description gets the same
+        typical runtime (the geometric mean of all runs seen): no job is ranked by
+        noise, and backfill around holds still has a runtime to work with."""
         skill = self.skill()
-        return self._estimates if skill is not None and skill >= min_skill else {}
+        if min_skill <= 0 or skill is None or skill >= min_skill:
+            return self._estimates
+        if self._flat is None:
+            typical = math.exp(self._mean_all)
+            self._flat = dict.fromkeys(self._estimates, typical)
+        return self._flat
 
     def estimates(self) -> Mapping[str, float]:
         """Estimated runtime in seconds per description (a new mapping after each change,
