@@ -22,7 +22,6 @@ Exit status 1 on any loss.
 
 from __future__ import annotations
 
-import argparse
 import random
 import signal
 import statistics
@@ -31,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from campaign_lab import BACKENDS, CampaignLab, Losses, quiet_optialloc_logs
+from campaign_lab import BACKENDS, CampaignLab, Losses, campaign_parser, verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from serve_support import mixed_bodies
@@ -129,15 +128,11 @@ def run(rounds: int, jobs: int, kills: int, backends: list[str], seed: int) -> i
             f"recovery (restart to first start) median {f['recovery_median_s']:.2f} s, "
             f"max {f['recovery_max_s']:.2f} s, wall {f['wall_s']:.0f} s"
         )
-    print(f"losses: {total.summary()}")
-    return 1 if total.total() else 0
+    return verdict(total)
 
 
 def main() -> int:
-    quiet_optialloc_logs()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = campaign_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--kills", type=int, default=4, help="random kills per round")

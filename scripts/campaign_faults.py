@@ -27,7 +27,6 @@ Exit status 1 on any loss.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import subprocess
@@ -37,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from campaign_lab import REPO, CampaignLab, Losses, quiet_optialloc_logs
+from campaign_lab import REPO, CampaignLab, Losses, campaign_parser, verdict
 
 sys.path.insert(0, str(REPO / "tests"))
 from inventory_support import fill_paddles
@@ -233,15 +232,11 @@ def run(outage_s: float, restarts: int, only: list[str] | None, seed: int) -> in
             for line in losses.serve_failures[:4]:
                 print("   ", line.replace("\n", "\n    "))
         total.add(losses)
-    print(f"losses: {total.summary()}")
-    return 1 if total.total() else 0
+    return verdict(total)
 
 
 def main() -> int:
-    quiet_optialloc_logs()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = campaign_parser(__doc__)
     parser.add_argument("--outage-s", type=float, default=60.0)
     parser.add_argument("--restarts", type=int, default=3)
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS))

@@ -22,7 +22,6 @@ Exit status 1 on any loss.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
@@ -36,8 +35,9 @@ from campaign_lab import (
     REPO,
     CampaignLab,
     Losses,
+    campaign_parser,
     children_peak_rss_mib,
-    quiet_optialloc_logs,
+    verdict,
 )
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -177,15 +177,11 @@ def run(bad: int, good: int, odd: int, backends: list[str], seed: int, max_rss: 
                 total.add(losses)
             finally:
                 lab.close()
-    print(f"losses: {total.summary()}")
-    return 1 if total.total() else 0
+    return verdict(total)
 
 
 def main() -> int:
-    quiet_optialloc_logs()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = campaign_parser(__doc__)
     parser.add_argument("--bad", type=int, default=2000)
     parser.add_argument("--good", type=int, default=200)
     parser.add_argument("--odd", type=int, default=100)

@@ -12,6 +12,7 @@ tests/queue_support.py) rather than copying them.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import os
@@ -47,9 +48,19 @@ from optialloc.teuthology import dump_body  # noqa: E402
 BACKENDS = ("embedded", "beanstalk")
 
 
-def quiet_optialloc_logs() -> None:
-    """For a campaign run as a script: it prints its own lines (tests keep their logging)."""
+def campaign_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of a campaign run as a script; quiets optialloc's own log lines
+    (the campaign prints its own), which importing a campaign in a test must not do."""
     logging.getLogger("optialloc").setLevel(logging.ERROR)
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def verdict(total: Losses) -> int:
+    """Print the campaign's losses; the exit code is 1 on any loss."""
+    print(f"losses: {total.summary()}")
+    return 1 if total.total() else 0
 
 
 @dataclass
