@@ -300,6 +300,21 @@ def scheduled_job(i: int, job_id: str | None = None, **body: Any) -> Job:
     )
 
 
+def record_config(tmp_path: Path, **settings: object) -> Path:
+    """`<tmp_path>/config.yaml` for an embedded lab (state in `state/`, created) whose
+    runner appends each job to `records.txt` (see `record_command`); `settings` add keys."""
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    path = tmp_path / "config.yaml"
+    config = {
+        "state_dir": str(state),
+        "runner_command": record_command(tmp_path / "records.txt"),
+        **settings,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def beanstalk_config(tmp_path: Path, port: int, **extra: object) -> Path:
     """`<tmp_path>/config.yaml` for a lab on the beanstalkd at `port` (state in `state/`)."""
     path = tmp_path / "config.yaml"

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from paddles_server import FakePaddles
-from serve_support import job_body, put_bodies, read_records, record_command, run_serve
+from serve_support import job_body, put_bodies, read_records, record_config, run_serve
 
 pytestmark = pytest.mark.slow
 
@@ -38,21 +37,14 @@ def test_kill_9_with_reports_in_the_outbox_then_restart_ends_every_record_right(
     results = FakePaddles().start()
     url = results.url
     results.stop()  # down: nothing the first serve writes is delivered before the kill
-    state = tmp_path / "state"
-    state.mkdir()
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "state_dir": str(state),
-                "tick_seconds": 0.3,
-                "locked_by": "optialloc@crash",
-                "runner_command": record_command(tmp_path / "records.txt"),
-                "archive_base": str(tmp_path / "archive"),
-                "results_server": url,
-            }
-        )
+    config = record_config(
+        tmp_path,
+        tick_seconds=0.3,
+        locked_by="optialloc@crash",
+        archive_base=str(tmp_path / "archive"),
+        results_server=url,
     )
+    state = tmp_path / "state"
     bodies = [
         job_body(1 + i % 2, run=f"run-{i % 2}", priority=100 + i, duration="0.2")
         for i in range(JOBS)

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
-from serve_support import job_body, put_bodies, read_records, record_command
+from serve_support import job_body, put_bodies, read_records, record_config
 
 from optialloc.config import load_config
 from optialloc.dispatch.commit import archive_path_for, lock_owner
@@ -25,20 +24,7 @@ from optialloc.teuthology import dump_body
 
 
 def _config(tmp_path: Path) -> Path:
-    state = tmp_path / "state"
-    state.mkdir()
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "state_dir": str(state),
-                "tick_seconds": 0.1,
-                "locked_by": "optialloc@empty",
-                "runner_command": record_command(tmp_path / "records.txt"),
-            }
-        )
-    )
-    return path
+    return record_config(tmp_path, tick_seconds=0.1, locked_by="optialloc@empty")
 
 
 class _LeaveResidue:
