@@ -177,12 +177,12 @@ class Dispatcher:
         tick = self.journal.next_tick()
         self.last_tick = tick
         report = TickReport(tick=tick, taken_at=self.clock.now())
+        ctx = self._context()
         if self.orphans:
-            ctx = self._context()
             retry_orphans(ctx)
             self.orphans = ctx.orphans
         for row in self.journal.unsettled_ended():
-            if settle_row(self._context(), row):
+            if settle_row(ctx, row):
                 log.info("tick %d: job %s settled after a backend outage", tick, row.job_id)
         self._watch(tick, report)
         try:
