@@ -68,7 +68,7 @@ def _package_of(module: str) -> str:
         return "core"  # optialloc/__init__.py
     if parts[1] == "__main__":
         return "__main__"
-    if len(parts) == 2 and f"{parts[1]}" not in LAYERS:
+    if len(parts) == 2 and parts[1] not in LAYERS:
         return "core"
     return parts[1]
 
